@@ -1,0 +1,38 @@
+# Each target sets up its own virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: train test lint docs serve-docs clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.train: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[train]"
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[train,test]"
+	touch $@
+
+$(VENV)/.docs: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
+
+train: $(VENV)/.train  ## train the seed's MLP (scripts/train.py)
+	$(PY) scripts/train.py $(ARGS)
+
+test: $(VENV)/.test  ## ruff and the test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+docs: $(VENV)/.docs  ## build the docs site into site/
+	$(VENV)/bin/mkdocs build --strict
+
+serve-docs: $(VENV)/.docs  ## serve the docs on http://127.0.0.1:8000
+	$(VENV)/bin/mkdocs serve
+
+clean:
+	rm -rf $(VENV) site runs

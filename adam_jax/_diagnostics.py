@@ -1,0 +1,123 @@
+"""``epsilon_report``: how often epsilon dominates Adam's denominator."""
+
+import jax
+import jax.numpy as jnp
+
+from adam_jax import _conventions, _numerics
+from adam_jax._transform import ScaleByAdamState
+
+QUANTILES = (0.01, 0.5, 0.99)
+
+
+def find_adam_state(opt_state) -> ScaleByAdamState:
+    """The one ``ScaleByAdamState`` inside ``opt_state``.
+
+    Looks through any pytree of states: ``optax.chain``,
+    ``optax.inject_hyperparams``, ``optax.MultiSteps``, ``optax.apply_if_finite``
+    and ``flax.nnx.Optimizer``'s ``opt_state`` included.
+
+    Raises:
+      ValueError: when there is no adam_jax state, or more than one.
+    """
+    is_adam = lambda x: isinstance(x, ScaleByAdamState)  # noqa: E731
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(x)]
+    if len(found) != 1:
+        raise ValueError(
+            f"epsilon_report needs exactly one adam_jax ScaleByAdamState in the "
+            f"optimizer state, found {len(found)}; pass the state of an "
+            "adam_jax optimizer (adam_jax.adam, amsgrad, adamw or scale_by_adam)."
+        )
+    return found[0]
+
+
+def sqrt_terms(state: ScaleByAdamState, *, b2, eps_root, convention: str):
+    """The square-root term of the denominator, per coordinate, as a tree.
+
+    It is what ``eps`` is added to: :math:`\\sqrt{r_t/c_2 + \\bar\\epsilon}`
+    (``"pytorch"``), :math:`\\sqrt{r_t + \\bar\\epsilon}` (``"keras"``), etc.; see
+    :func:`adam_jax.scale_by_adam`. Before the first step it is
+    :math:`\\sqrt{\\bar\\epsilon}`.
+    """
+    conv = _conventions.get_convention(convention)
+    amsgrad = state.nu_max is not None
+    second_moment = state.nu_max if amsgrad else state.nu
+    dtype = max(
+        (_numerics.real_dtype(_numerics.compute_dtype(x.dtype)) for x in jax.tree.leaves(state.nu)),
+        key=lambda d: d.itemsize,
+        default=jnp.dtype(jnp.float32),
+    )
+    count = jnp.maximum(state.count, 1)  # the moments are zero before step 1
+    bc2 = _numerics.bias_correction(b2, count, dtype)
+    coef = _conventions.step_coefficients(conv, amsgrad, jnp.ones_like(bc2), bc2)
+
+    def term(r):
+        r = r.astype(_numerics.compute_dtype(r.dtype))
+        return jnp.sqrt(r * coef.inside.astype(r.dtype) + jnp.asarray(eps_root, r.dtype))
+
+    return jax.tree.map(term, second_moment)
+
+
+def _summary(terms: list, eps) -> dict:
+    flat = jnp.concatenate([jnp.ravel(t) for t in terms])
+    quantiles = jnp.quantile(flat, jnp.asarray(QUANTILES, flat.dtype))
+    report = {"dominated_fraction": jnp.mean(jnp.asarray(eps, flat.dtype) >= flat)}
+    for q, value in zip(QUANTILES, quantiles, strict=True):
+        report[f"sqrt_term_q{round(q * 100):02d}"] = value
+    return report
+
+
+def epsilon_report(
+    opt_state,
+    eps,
+    *,
+    convention: str = "pytorch",
+    b2=0.999,
+    eps_root=0.0,
+    per_leaf: bool = False,
+) -> dict:
+    r"""How often epsilon dominates the denominator of Adam's step.
+
+    Adam's step is :math:`\hat m / (\sqrt{\hat r} + \epsilon)`. Where
+    :math:`\epsilon \ge \sqrt{\hat r}` (the convention's square-root term, see
+    :func:`adam_jax.scale_by_adam`), epsilon takes over the denominator and the
+    coordinate moves like momentum SGD with step :math:`\eta / \epsilon` rather
+    than like Adam. Jittable; no host sync.
+
+    Args:
+      opt_state: a state holding one adam_jax ``ScaleByAdamState``, anywhere
+        inside ``optax.chain``, ``inject_hyperparams``, ``MultiSteps`` or
+        ``apply_if_finite`` states.
+      eps: the optimizer's epsilon.
+      convention: the optimizer's convention.
+      b2: the optimizer's second-moment decay (for the bias correction).
+      eps_root: the optimizer's ``eps_root``.
+      per_leaf: also return the same statistics for each leaf, under
+        ``"per_leaf"``, as a tree shaped like the params.
+
+    Returns:
+      A dict of JAX scalars: ``dominated_fraction`` (fraction of coordinates
+      with :math:`\epsilon \ge` the square-root term), ``sqrt_term_q01``,
+      ``sqrt_term_q50``, ``sqrt_term_q99`` (its 1%, 50% and 99% quantiles).
+
+    Raises:
+      ValueError: when ``opt_state`` holds no adam_jax state.
+
+    Examples:
+      >>> import jax.numpy as jnp, adam_jax
+      >>> opt = adam_jax.adam(1e-3, eps=1e-8)
+      >>> params = jnp.zeros(4)
+      >>> _, state = opt.update(jnp.array([1.0, 1e-3, 1e-12, 0.0]), opt.init(params))
+      >>> float(adam_jax.epsilon_report(state, 1e-8)["dominated_fraction"])
+      0.5
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
+    """
+    state = find_adam_state(opt_state)
+    terms = sqrt_terms(state, b2=b2, eps_root=eps_root, convention=convention)
+    leaves, treedef = jax.tree.flatten(terms)
+    report = _summary(leaves, eps)
+    if per_leaf:
+        report["per_leaf"] = treedef.unflatten([_summary([t], eps) for t in leaves])
+    return report

@@ -1,0 +1,56 @@
+"""Dtype rules and safe arithmetic shared by the transforms."""
+
+import jax
+import jax.numpy as jnp
+
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1`` for an int32 step count, saturating at the int32 maximum."""
+    return jnp.where(count < _INT32_MAX, count + 1, count).astype(jnp.int32)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype arithmetic runs in: ``dtype`` promoted to float32 or wider.
+
+    float16 and bfloat16 are promoted to float32; float64 (with
+    ``jax_enable_x64``) stays float64; complex dtypes keep their width.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def moment_dtype(param: jax.Array, requested) -> jnp.dtype:
+    """The dtype a moment of ``param`` is stored in.
+
+    ``requested`` wins when given; otherwise 16-bit params get float32 moments
+    and wider params keep their own dtype.
+    """
+    if requested is not None:
+        return jnp.dtype(requested)
+    return compute_dtype(param.dtype)
+
+
+def real_dtype(dtype) -> jnp.dtype:
+    """The real dtype of the same width (``complex64`` -> ``float32``)."""
+    return jnp.finfo(dtype).dtype
+
+
+def bias_correction(decay, count: jax.Array, dtype) -> jax.Array:
+    """``1 - decay**count`` in ``dtype`` (float32 or wider).
+
+    Computed before any cast to a 16-bit dtype, where ``1 - 0.999`` rounds to
+    1 and the correction would divide by zero.
+    """
+    decay = jnp.asarray(decay, dtype)
+    return 1 - decay ** count.astype(dtype)
+
+
+def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+    """``numerator / denominator``, and 0 where the denominator is 0.
+
+    In Adam a zero denominator (with ``eps = 0``) means the second moment is
+    zero: the gradient has always been zero, or its square underflowed. The
+    coordinate then does not move, instead of taking ``0/0 = nan``.
+    """
+    return jnp.where(denominator > 0, numerator / denominator, 0)
