@@ -1,0 +1,73 @@
+"""Problems and runners shared by the core tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+SHAPES = {"scalar": (), "vector": (7,), "matrix": (4, 5), "cube": (2, 3, 4)}
+DECAY = 0.05  # the gradient depends on the params, so errors would compound
+
+
+def random_problem(steps: int, seed: int = 0, dtype=np.float64):
+    """Initial params and a sequence of raw gradients, as NumPy trees.
+
+    Gradients shrink over time (so AMSGrad's maximum matters) and a few are
+    exactly zero.
+    """
+    rng = np.random.default_rng(seed)
+    params = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    scale = 1 + 4 * np.exp(-np.arange(steps) / 20)
+    grads = {}
+    for k, s in SHAPES.items():
+        g = rng.normal(size=(steps, *s)) * scale.reshape((steps,) + (1,) * len(s))
+        g[rng.random(size=g.shape) < 0.05] = 0.0
+        grads[k] = g.astype(dtype)
+    return params, grads
+
+
+def gradient(raw, params):
+    """The gradient the optimizers see at ``params``: ``raw + DECAY * params``."""
+    return jax.tree.map(lambda g, p: g + DECAY * p, raw, params)
+
+
+def run_optax(optimizer: optax.GradientTransformation, params, grads):
+    """Steps ``optimizer`` over ``grads`` in one jitted scan; params after each step."""
+
+    @jax.jit
+    def run(params, grads):
+        def step(carry, raw):
+            p, state = carry
+            updates, state = optimizer.update(gradient(raw, p), state, p)
+            p = optax.apply_updates(p, updates)
+            return (p, state), p
+
+        return jax.lax.scan(step, (params, optimizer.init(params)), grads)[1]
+
+    params = jax.tree.map(jnp.asarray, params)
+    return jax.tree.map(np.asarray, run(params, jax.tree.map(jnp.asarray, grads)))
+
+
+def run_reference(make_reference, params, grads):
+    """Steps one reference optimizer per leaf; params after each step."""
+    out = {}
+    for k, p in params.items():
+        ref = make_reference(np.shape(p))
+        trajectory = []
+        p = np.asarray(p, np.float64)
+        for raw in grads[k]:
+            p = ref.step(p, raw + DECAY * p)
+            trajectory.append(p)
+        out[k] = np.stack(trajectory)
+    return out
+
+
+def max_relative_error(actual, expected) -> float:
+    """Max over leaves and steps of max|a - e| / max|e| within each step."""
+    worst = 0.0
+    for k in expected:
+        a = np.asarray(actual[k], np.float64).reshape(len(expected[k]), -1)
+        e = np.asarray(expected[k], np.float64).reshape(len(expected[k]), -1)
+        err = np.max(np.abs(a - e), axis=1) / np.maximum(np.max(np.abs(e), axis=1), 1e-300)
+        worst = max(worst, float(np.max(err)))
+    return worst
