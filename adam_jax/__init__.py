@@ -3,6 +3,8 @@
 from adam_jax._alias import adam as adam
 from adam_jax._alias import adamw as adamw
 from adam_jax._alias import amsgrad as amsgrad
+from adam_jax._atan2 import adam_atan2 as adam_atan2
+from adam_jax._atan2 import scale_by_adam_atan2 as scale_by_adam_atan2
 from adam_jax._conventions import CONVENTIONS as CONVENTIONS
 from adam_jax._conventions import Convention as Convention
 from adam_jax._diagnostics import epsilon_report as epsilon_report
@@ -16,8 +18,10 @@ __all__ = [
     "Convention",
     "ScaleByAdamState",
     "adam",
+    "adam_atan2",
     "adamw",
     "amsgrad",
     "epsilon_report",
     "scale_by_adam",
+    "scale_by_adam_atan2",
 ]
