@@ -1,0 +1,168 @@
+"""``epsilon_report`` against values computed by hand, in every convention and wrapper."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import adam_jax
+
+# A crafted state at step t = 2 with b2 = 0.5, so c2 = 1 - 0.5**2 = 0.75.
+B2, COUNT = 0.5, 2
+BASE = np.array([0.0, 1e-9, 1e-7, 1.0, 2.0])  # sqrt(v / c2)
+NU = 0.75 * BASE**2
+NU_MAX = 4 * NU  # raw running maximum (pytorch, keras, paper); optax's is bias-corrected
+
+# The square-root term of each convention, by hand: sqrt(r / c2), sqrt(r), ...
+HALF_ROOT3 = math.sqrt(0.75)  # sqrt(v) = sqrt(0.75) * BASE
+EXPECTED = {
+    ("pytorch", False): BASE,
+    ("pytorch", True): 2 * BASE,  # sqrt(4 v / c2)
+    ("optax", False): BASE,
+    ("optax", True): 2 * HALF_ROOT3 * BASE,  # sqrt(nu_max), nu_max already corrected
+    ("keras", False): HALF_ROOT3 * BASE,  # sqrt(v): the epsilon-hat form
+    ("keras", True): 2 * HALF_ROOT3 * BASE,
+    ("paper", False): BASE,  # Kingma & Ba's Algorithm 1
+    ("paper", True): 2 * HALF_ROOT3 * BASE,  # Reddi et al.'s Algorithm 2: no correction
+}
+
+
+def _crafted_state(amsgrad: bool, dtype=jnp.float32):
+    return adam_jax.ScaleByAdamState(
+        count=jnp.asarray(COUNT, jnp.int32),
+        mu=jnp.zeros(5, dtype),
+        nu=jnp.asarray(NU, dtype),
+        nu_max=jnp.asarray(NU_MAX, dtype) if amsgrad else None,
+    )
+
+
+def _expected_report(terms, eps):
+    q01, q50, q99 = np.quantile(terms, [0.01, 0.5, 0.99])
+    return {
+        "dominated_fraction": np.mean(eps >= terms),
+        "sqrt_term_q01": q01,
+        "sqrt_term_q50": q50,
+        "sqrt_term_q99": q99,
+    }
+
+
+def _assert_report(report, expected):
+    assert set(report) >= set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(float(report[key]), value, rtol=1e-6, atol=0, err_msg=key)
+
+
+@pytest.mark.parametrize("convention", sorted(adam_jax.CONVENTIONS))
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 1e-8, 1.5e-7, 1.8])
+def test_crafted_state_every_convention(convention, amsgrad, eps):
+    report = adam_jax.epsilon_report(_crafted_state(amsgrad), eps, convention=convention, b2=B2)
+    _assert_report(report, _expected_report(EXPECTED[convention, amsgrad], eps))
+
+
+def test_dominated_fraction_by_hand():
+    # Spelled out for one case: terms 0, 1e-9, 1e-7, 1, 2 against eps = 1e-8.
+    report = adam_jax.epsilon_report(_crafted_state(False), 1e-8, b2=B2)
+    assert float(report["dominated_fraction"]) == pytest.approx(2 / 5)
+    assert float(report["sqrt_term_q50"]) == pytest.approx(1e-7, rel=1e-6)
+
+
+def test_eps_root_is_inside_the_root():
+    report = adam_jax.epsilon_report(_crafted_state(False), 1.5, b2=B2, eps_root=1.0)
+    _assert_report(report, _expected_report(np.sqrt(BASE**2 + 1.0), 1.5))
+
+
+def test_float64_state(x64):
+    report = adam_jax.epsilon_report(_crafted_state(True, jnp.float64), 1e-8, b2=B2)
+    assert report["sqrt_term_q50"].dtype == jnp.float64
+    np.testing.assert_allclose(float(report["sqrt_term_q50"]), 2e-7, rtol=1e-14)
+
+
+def test_before_the_first_step_every_coordinate_is_dominated():
+    state = adam_jax.adam(1e-3).init({"w": jnp.ones((2, 3))})
+    report = adam_jax.epsilon_report(state, 1e-8)
+    assert float(report["dominated_fraction"]) == 1.0
+    assert float(report["sqrt_term_q99"]) == 0.0
+
+
+# At step 1 pytorch's term is sqrt(v / c2) = |g|, whatever b2.
+GRADS = {"w": jnp.array([[0.0, 1e-9], [-1e-7, 1.0]]), "b": jnp.array([-2.0, 3.0])}
+TERMS = np.array([2.0, 3.0, 0.0, 1e-9, 1e-7, 1.0])  # |g|, leaves in key order b, w
+
+
+def _wrapped(name):
+    adam = adam_jax.amsgrad(1e-3, b2=0.99)
+    return {
+        "adam": adam,
+        "chain": optax.chain(optax.clip(10.0), adam, optax.scale(0.5)),
+        "inject_hyperparams": optax.inject_hyperparams(adam_jax.amsgrad)(1e-3, b2=0.99),
+        "multi_steps": optax.MultiSteps(adam, every_k_schedule=2),
+        "apply_if_finite": optax.apply_if_finite(adam, max_consecutive_errors=3),
+        "nested": optax.MultiSteps(optax.apply_if_finite(adam, 3), every_k_schedule=1),
+        "atan2": adam_jax.adam_atan2(1e-3, b2=0.99, amsgrad=True),
+    }[name]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["adam", "chain", "inject_hyperparams", "multi_steps", "apply_if_finite", "nested", "atan2"],
+)
+def test_finds_the_state_inside_wrappers(name):
+    optimizer = _wrapped(name)
+    params = jax.tree.map(jnp.zeros_like, GRADS)
+    state = optimizer.init(params)
+    steps = 2 if name == "multi_steps" else 1  # MultiSteps updates every second call
+    for _ in range(steps):
+        _, state = optimizer.update(GRADS, state, params)
+    report = jax.jit(lambda s: adam_jax.epsilon_report(s, 1e-8, b2=0.99))(state)
+    _assert_report(report, _expected_report(TERMS, 1e-8))
+
+
+def test_per_leaf():
+    optimizer = adam_jax.adam(1e-3)
+    params = jax.tree.map(jnp.zeros_like, GRADS)
+    _, state = optimizer.update(GRADS, optimizer.init(params), params)
+    report = adam_jax.epsilon_report(state, 1e-8, per_leaf=True)
+    assert set(report["per_leaf"]) == {"b", "w"}  # the params' tree, a report per leaf
+    _assert_report(report["per_leaf"]["b"], _expected_report(np.array([2.0, 3.0]), 1e-8))
+    _assert_report(
+        report["per_leaf"]["w"], _expected_report(np.array([0.0, 1e-9, 1e-7, 1.0]), 1e-8)
+    )
+    _assert_report(report, _expected_report(TERMS, 1e-8))
+
+
+def test_jit_with_traced_eps_and_b2():
+    state = _crafted_state(True)
+    report = jax.jit(lambda s, eps, b2: adam_jax.epsilon_report(s, eps, convention="keras", b2=b2))(
+        state, 1.5e-7, B2
+    )
+    _assert_report(report, _expected_report(EXPECTED["keras", True], 1.5e-7))
+
+
+def test_vmap_over_eps():
+    state = _crafted_state(False)
+    eps = jnp.array([0.0, 1e-8, 1.5e-7, 1.8])
+    fractions = jax.vmap(lambda e: adam_jax.epsilon_report(state, e, b2=B2))(eps)
+    np.testing.assert_allclose(fractions["dominated_fraction"], [0.2, 0.4, 0.6, 0.8])
+
+
+@pytest.mark.parametrize(
+    "state, found",
+    [
+        (optax.adam(1e-3).init(jnp.zeros(3)), 0),
+        (optax.chain(adam_jax.adam(), adam_jax.adam()).init(jnp.zeros(3)), 2),
+        ({}, 0),
+    ],
+    ids=["optax-adam", "two-adam-states", "empty"],
+)
+def test_clear_error_without_exactly_one_adam_state(state, found):
+    with pytest.raises(ValueError, match=rf"exactly one adam_jax ScaleByAdamState.*found {found}"):
+        adam_jax.epsilon_report(state, 1e-8)
+
+
+def test_unknown_convention_raises():
+    with pytest.raises(ValueError, match="convention"):
+        adam_jax.epsilon_report(_crafted_state(False), 1e-8, convention="torch")
