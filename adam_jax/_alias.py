@@ -6,6 +6,7 @@ import jax
 import optax
 
 from adam_jax import _validation
+from adam_jax._chain import optimizer_chain
 from adam_jax._transform import scale_by_adam
 
 
@@ -82,7 +83,7 @@ def adam(
     """
     _validation.check_range("learning_rate", learning_rate)
     _validation.check_range("weight_decay", weight_decay)
-    adam_direction = scale_by_adam(
+    direction = scale_by_adam(
         b1,
         b2,
         eps,
@@ -92,14 +93,12 @@ def adam(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    decay = optax.add_decayed_weights(weight_decay)
-    decays = _is_nonzero(weight_decay)
-    return optax.chain(
-        *([optax.scale(-1.0)] if maximize else []),
-        *([decay] if decays and not decoupled_weight_decay else []),
-        adam_direction,
-        *([decay] if decays and decoupled_weight_decay else []),
-        optax.scale_by_learning_rate(learning_rate),
+    return optimizer_chain(
+        direction,
+        learning_rate,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
     )
 
 
@@ -199,13 +198,3 @@ def adamw(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-
-
-def _is_nonzero(value) -> bool:
-    """False only for a Python number equal to 0.
-
-    Arrays count as nonzero even when they hold 0, so that the chain has the
-    same structure whether ``optax.inject_hyperparams`` passes a concrete or a
-    traced value.
-    """
-    return not (isinstance(value, (int, float)) and value == 0)
