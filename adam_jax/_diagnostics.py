@@ -60,7 +60,10 @@ def sqrt_terms(state: ScaleByAdamState, *, b2, eps_root, convention: str):
 def _summary(terms: list, eps) -> dict:
     flat = jnp.concatenate([jnp.ravel(t) for t in terms])
     quantiles = jnp.quantile(flat, jnp.asarray(QUANTILES, flat.dtype))
-    report = {"dominated_fraction": jnp.mean(jnp.asarray(eps, flat.dtype) >= flat)}
+    report = {
+        "dominated_fraction": jnp.mean(jnp.asarray(eps, flat.dtype) >= flat),
+        "zero_fraction": jnp.mean(flat == 0),
+    }
     for q, value in zip(QUANTILES, quantiles, strict=True):
         report[f"sqrt_term_q{round(q * 100):02d}"] = value
     return report
@@ -96,8 +99,13 @@ def epsilon_report(
 
     Returns:
       A dict of JAX scalars: ``dominated_fraction`` (fraction of coordinates
-      with :math:`\epsilon \ge` the square-root term), ``sqrt_term_q01``,
-      ``sqrt_term_q50``, ``sqrt_term_q99`` (its 1%, 50% and 99% quantiles).
+      with :math:`\epsilon \ge` the square-root term), ``zero_fraction``
+      (fraction whose square-root term is 0: coordinates that have seen only
+      zero gradients, or gradients whose square underflows; they count as
+      dominated for every :math:`\epsilon`, 0 included, so this is the floor of
+      ``dominated_fraction``), ``sqrt_term_q01``, ``sqrt_term_q50``,
+      ``sqrt_term_q99`` (the 1%, 50% and 99% quantiles of the square-root
+      term).
 
     Raises:
       ValueError: when ``opt_state`` holds no adam_jax state.

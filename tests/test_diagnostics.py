@@ -43,6 +43,7 @@ def _expected_report(terms, eps):
     q01, q50, q99 = np.quantile(terms, [0.01, 0.5, 0.99])
     return {
         "dominated_fraction": np.mean(eps >= terms),
+        "zero_fraction": np.mean(terms == 0),
         "sqrt_term_q01": q01,
         "sqrt_term_q50": q50,
         "sqrt_term_q99": q99,
@@ -85,6 +86,7 @@ def test_before_the_first_step_every_coordinate_is_dominated():
     state = adam_jax.adam(1e-3).init({"w": jnp.ones((2, 3))})
     report = adam_jax.epsilon_report(state, 1e-8)
     assert float(report["dominated_fraction"]) == 1.0
+    assert float(report["zero_fraction"]) == 1.0
     assert float(report["sqrt_term_q99"]) == 0.0
 
 
