@@ -1,0 +1,340 @@
+"""Benchmark the seed's training: 500 AMSGrad steps in PyTorch eager and in JAX with adam_jax.
+
+The seed's problem: a 1000 -> 100 -> ReLU -> 10 MLP, sum-of-squares loss on 64 random inputs and
+targets, ``torch.optim.Adam(lr=1e-4, amsgrad=True, eps=1e-8)``, 500 steps. Every variant starts
+from the same weights and data and runs the same 500 steps:
+
+- ``torch default|foreach|fused, N thr``: eager PyTorch (``zero_grad``, forward, ``backward``,
+  ``step``) with ``torch.set_num_threads(N)``; "default" is ``torch.optim.Adam``'s own choice
+  (the single-tensor loop on the CPU).
+- ``jax jit-step``: one jitted, donated step (gradient and ``adam_jax.amsgrad`` update) called
+  500 times from Python; the losses stay on the device until the end.
+- ``jax jit-step, loss.item()``: the same, fetching every loss as the seed prints it.
+- ``jax scan``: all 500 steps in one jitted ``lax.scan``, as ``scripts/train.py`` runs them.
+- ``floor fwd+bwd``: the scan's forward and backward passes alone, no optimizer (each step's input
+  is scaled by a runtime 1.0 so XLA cannot hoist the work out of the loop).
+  Its time and the FLOP count of a step (2*64*1000*100 for the first layer forward, as much for
+  its weight gradient, and the small second layer: 26 MFLOP) give the GFLOP/s reached.
+
+Compile time is measured apart (``lower().compile()``). Variants are interleaved round-robin
+(see ``_bench.py``), each repetition from fresh copies of the weights.
+
+    python scripts/bench_train.py                  # 30 repetitions, writes docs/bench/train.json
+    python scripts/bench_train.py --quick          # 3 repetitions of 100 steps
+"""
+
+import argparse
+import os
+import random
+import sys
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import adam_jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench  # noqa: E402
+
+N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10
+LR, EPS = 1e-4, 1e-8
+FLOP_PER_STEP = 2 * N * D_IN * HIDDEN * 2 + 2 * N * HIDDEN * D_OUT * 3  # fwd+dW1, fwd+dW2+dh
+
+
+def seed_arrays(seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights in ``torch.nn.Linear``'s layout and default init, inputs and targets."""
+    rng = np.random.default_rng(seed)
+
+    def uniform(fan_in, shape):
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+    return {
+        "x": rng.standard_normal((N, D_IN), dtype=np.float32),
+        "y": rng.standard_normal((N, D_OUT), dtype=np.float32),
+        "w1": uniform(D_IN, (HIDDEN, D_IN)),
+        "b1": uniform(D_IN, (HIDDEN,)),
+        "w2": uniform(HIDDEN, (D_OUT, HIDDEN)),
+        "b2": uniform(HIDDEN, (D_OUT,)),
+    }
+
+
+# --- JAX --------------------------------------------------------------------------------------
+
+
+def loss_fn(params, x, y):
+    """Sum-of-squares loss of the MLP, ``torch.nn.Linear`` layout (out, in)."""
+    h = jax.nn.relu(x @ params["w1"].T + params["b1"])
+    return jnp.sum((h @ params["w2"].T + params["b2"] - y) ** 2)
+
+
+def jax_variants(arrays, steps):
+    """name -> (prepare, run, sync); plus compile times in seconds."""
+    x, y = jnp.asarray(arrays["x"]), jnp.asarray(arrays["y"])
+    names = ("w1", "b1", "w2", "b2")
+    opt = adam_jax.amsgrad(LR, eps=EPS)
+
+    def fresh():
+        params = {k: jnp.array(arrays[k]) for k in names}
+        return params, opt.init(params)
+
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return jax.tree.map(jnp.add, params, updates), opt_state, loss
+
+    jit_step = jax.jit(step, donate_argnums=(0, 1))
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def scan(params, opt_state):
+        def body(carry, _):
+            params, opt_state, loss = step(*carry)
+            return (params, opt_state), loss
+
+        return jax.lax.scan(body, (params, opt_state), length=steps)
+
+    @jax.jit
+    def floor_fwd_bwd(params, scales):
+        def body(acc, s):
+            loss, grads = jax.value_and_grad(loss_fn)(params, x * s, y)
+            return acc + loss + sum(jnp.sum(g) for g in jax.tree.leaves(grads)), None
+
+        return jax.lax.scan(body, jnp.zeros(()), scales)[0]
+
+    compile_s = {}
+    p, s = fresh()
+    t0 = time.perf_counter()
+    jit_step.lower(p, s).compile()
+    compile_s["jax jit-step"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scan.lower(p, s).compile()
+    compile_s["jax scan"] = time.perf_counter() - t0
+    scales = jnp.ones(steps)
+
+    box = {}
+
+    def prepare():
+        box["p"], box["s"] = fresh()
+        jax.block_until_ready(box)
+
+    def run_loop(fetch):
+        p, s = box["p"], box["s"]
+        losses = []
+        for _ in range(steps):
+            p, s, loss = jit_step(p, s)
+            losses.append(float(loss) if fetch else loss)
+        box["p"], box["s"], box["losses"] = p, s, losses
+
+    def run_scan():
+        (box["p"], box["s"]), box["losses"] = scan(box["p"], box["s"])
+
+    def run_floor(fn):
+        box["out"] = fn(box["p"], scales)
+
+    def sync():
+        jax.block_until_ready(box)
+
+    variants = {
+        "jax jit-step": (prepare, lambda: run_loop(False), sync),
+        "jax jit-step, loss.item()": (prepare, lambda: run_loop(True), sync),
+        "jax scan": (prepare, run_scan, sync),
+        "floor fwd+bwd": (prepare, lambda: run_floor(floor_fwd_bwd), sync),
+    }
+    for prep, run, sy in variants.values():  # compile and warm up
+        prep()
+        run()
+        sy()
+    return variants, compile_s, box
+
+
+# --- PyTorch ----------------------------------------------------------------------------------
+
+
+def torch_variants(torch, arrays, steps, threads):
+    """name -> (prepare, run, sync) for each optimizer variant and thread count."""
+    x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    box = {}
+
+    def prepare(variant, n_threads):
+        torch.set_num_threads(n_threads)
+        model = torch.nn.Sequential(
+            torch.nn.Linear(D_IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, D_OUT)
+        )
+        with torch.no_grad():
+            for layer, w, b in ((model[0], "w1", "b1"), (model[2], "w2", "b2")):
+                layer.weight.copy_(torch.from_numpy(arrays[w]))
+                layer.bias.copy_(torch.from_numpy(arrays[b]))
+        kwargs = {"foreach": variant == "foreach", "fused": variant == "fused"}
+        if variant == "default":
+            kwargs = {}
+        box["model"] = model
+        box["opt"] = torch.optim.Adam(model.parameters(), lr=LR, amsgrad=True, eps=EPS, **kwargs)
+
+    def run():
+        model, opt = box["model"], box["opt"]
+        loss_fn = torch.nn.MSELoss(reduction="sum")
+        losses = []
+        for _ in range(steps):
+            loss = loss_fn(model(x), y)
+            losses.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        box["losses"] = losses
+
+    variants = {}
+    for n_threads in threads:
+        for variant in ("default", "foreach", "fused"):
+            name = f"torch {variant}, {n_threads} thr"
+            variants[name] = (partial(prepare, variant, n_threads), run, lambda: None)
+    return variants, box
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=500, help="training steps (seed: 500)")
+    p.add_argument("--reps", type=int, default=30, help="interleaved repetitions")
+    p.add_argument("--settle", type=float, default=0.02, help="sleep before each run, seconds")
+    p.add_argument("--quick", action="store_true", help="smoke run: 100 steps, 3 repetitions")
+    p.add_argument("--json", default="docs/bench/train.json", help="where to write the results")
+    p.add_argument("--png", default="docs/img/bench_train.png", help="the plot ('' skips it)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.reps = 100, min(args.reps, 3)
+    if args.steps < 1 or args.reps < 1:
+        p.error("--steps and --reps must be >= 1")
+    return args
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 1.2))
+    names = [r["name"] for r in rows][::-1]
+    med = np.array([r["ms_per_step"]["median"] for r in rows][::-1])
+    lo = med - np.array([r["ms_per_step"]["p10"] for r in rows][::-1])
+    hi = np.array([r["ms_per_step"]["p90"] for r in rows][::-1]) - med
+    colors = [
+        "tab:gray" if n.startswith("floor") else "tab:blue" if n.startswith("jax") else "tab:orange"
+        for n in names
+    ]
+    ax.barh(names, med, xerr=[lo, hi], color=colors, capsize=3)
+    ax.set(xlabel="ms per step (median, p10-p90)", title="The seed's training: 500 AMSGrad steps")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+
+    arrays = seed_arrays()
+    info = _bench.machine()
+    print(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  load average {info['loadavg']}")
+    jv, compile_s, jbox = jax_variants(arrays, args.steps)
+    threads = sorted({1, os.cpu_count()})
+    tv, tbox = torch_variants(torch, arrays, args.steps, threads)
+    variants = {**tv, **jv}
+
+    # Same problem, same numbers: the JAX scan's and PyTorch's losses must agree.
+    jv["jax scan"][0]()
+    jv["jax scan"][1]()
+    jax_losses = np.asarray(jbox["losses"])
+    tv[f"torch default, {threads[-1]} thr"][0]()
+    tv[f"torch default, {threads[-1]} thr"][1]()
+    torch_losses = np.asarray(tbox["losses"])
+    agree = float(np.max(np.abs(jax_losses - torch_losses) / np.abs(torch_losses)))
+    print(
+        f"loss at step 1 / {args.steps}: torch {torch_losses[0]:.4f} / {torch_losses[-1]:.6f}, "
+        f"jax {jax_losses[0]:.4f} / {jax_losses[-1]:.6f}; max relative difference {agree:.2e}"
+    )
+
+    times = {name: np.empty(args.reps) for name in variants}
+    rng = random.Random(0)
+    order = list(variants)
+    for r in range(args.reps):
+        rng.shuffle(order)
+        for name in order:
+            prepare, run, sync = variants[name]
+            prepare()
+            time.sleep(args.settle)
+            t0 = time.perf_counter()
+            run()
+            sync()
+            times[name][r] = time.perf_counter() - t0
+    torch.set_num_threads(os.cpu_count())
+
+    per_step = {k: v / args.steps for k, v in times.items()}
+    fastest_torch = min(
+        (k for k in per_step if k.startswith("torch")), key=lambda k: np.median(per_step[k])
+    )
+    rows = []
+    for name, t in sorted(per_step.items(), key=lambda kv: np.median(kv[1])):
+        row = {
+            "name": name,
+            "ms_per_step": {k: 1e3 * v for k, v in _bench.summary(t).items()},
+            "fastest_torch_over_this": _bench.ratio(per_step[fastest_torch], t),
+            "this_over_floor_fwd_bwd": _bench.ratio(t, per_step["floor fwd+bwd"]),
+            "times_s": times[name].tolist(),
+        }
+        if name in compile_s:
+            row["compile_s"] = compile_s[name]
+        rows.append(row)
+    gflops = FLOP_PER_STEP / np.median(per_step["floor fwd+bwd"]) / 1e9
+
+    print(
+        f"\n{'variant':>26} {'ms/step':>8} {'p10-p90':>15} {'torch*/this':>11} "
+        f"{'this/floor':>10} {'compile':>8}"
+    )
+    for r in rows:
+        m = r["ms_per_step"]
+        c = f"{r['compile_s']:.2f} s" if "compile_s" in r else ""
+        print(
+            f"{r['name']:>26} {m['median']:8.3f} {m['p10']:7.3f}-{m['p90']:<7.3f} "
+            f"{r['fastest_torch_over_this']['median']:11.2f} "
+            f"{r['this_over_floor_fwd_bwd']['median']:10.2f} {c:>8}"
+        )
+    print(f"torch* = fastest PyTorch variant: {fastest_torch}")
+    print(f"floor fwd+bwd: {FLOP_PER_STEP / 1e6:.1f} MFLOP/step at {gflops:.0f} GFLOP/s")
+
+    info["loadavg_end"] = list(os.getloadavg())
+    result = {
+        "machine": info,
+        "settings": {
+            "steps": args.steps,
+            "reps": args.reps,
+            "settle_s": args.settle,
+            "lr": LR,
+            "eps": EPS,
+            "torch_threads": threads,
+        },
+        "losses_max_rel_diff_jax_scan_vs_torch": agree,
+        "fastest_torch": fastest_torch,
+        "flop_per_step": FLOP_PER_STEP,
+        "floor_gflops": gflops,
+        "rows": rows,
+    }
+    if args.json:
+        _bench.write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.png:
+        plot(rows, args.png)
+        print(f"wrote {args.png}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
