@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from adam_jax import _conventions, _numerics
 from adam_jax._transform import ScaleByAdamState
@@ -70,12 +71,12 @@ def _summary(terms: list, eps) -> dict:
 
 
 def epsilon_report(
-    opt_state,
-    eps,
+    opt_state: optax.OptState,
+    eps: jax.typing.ArrayLike,
     *,
     convention: str = "pytorch",
-    b2=0.999,
-    eps_root=0.0,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps_root: jax.typing.ArrayLike = 0.0,
     per_leaf: bool = False,
 ) -> dict:
     r"""How often epsilon dominates the denominator of Adam's step.
@@ -98,17 +99,21 @@ def epsilon_report(
         ``"per_leaf"``, as a tree shaped like the params.
 
     Returns:
-      A dict of JAX scalars: ``dominated_fraction`` (fraction of coordinates
-      with :math:`\epsilon \ge` the square-root term), ``zero_fraction``
-      (fraction whose square-root term is 0: coordinates that have seen only
-      zero gradients, or gradients whose square underflows; they count as
-      dominated for every :math:`\epsilon`, 0 included, so this is the floor of
-      ``dominated_fraction``), ``sqrt_term_q01``, ``sqrt_term_q50``,
-      ``sqrt_term_q99`` (the 1%, 50% and 99% quantiles of the square-root
-      term).
+      A dict of JAX scalars (float32, or float64 for float64 moments), keyed
+
+      - ``dominated_fraction``: the fraction of coordinates where
+        :math:`\epsilon \ge` the square-root term;
+      - ``zero_fraction``: the fraction where the square-root term is 0
+        (coordinates that have seen only zero gradients, or gradients whose
+        square underflows); they count as dominated for every :math:`\epsilon`,
+        0 included, so this is the floor of ``dominated_fraction``;
+      - ``sqrt_term_q01``, ``sqrt_term_q50``, ``sqrt_term_q99``: the 1%, 50%
+        and 99% quantiles of the square-root term;
+      - ``per_leaf`` (with ``per_leaf=True``): the same dict for each leaf, in
+        the params' tree.
 
     Raises:
-      ValueError: when ``opt_state`` holds no adam_jax state.
+      ValueError: when ``opt_state`` holds no adam_jax state, or more than one.
 
     Examples:
       >>> import jax.numpy as jnp, adam_jax
