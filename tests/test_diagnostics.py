@@ -1,6 +1,9 @@
 """``epsilon_report`` against values computed by hand, in every convention and wrapper."""
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -168,3 +171,28 @@ def test_clear_error_without_exactly_one_adam_state(state, found):
 def test_unknown_convention_raises():
     with pytest.raises(ValueError, match="convention"):
         adam_jax.epsilon_report(_crafted_state(False), 1e-8, convention="torch")
+
+
+def test_eps_sweep_smoke(tmp_path):
+    """scripts/eps_sweep.py end to end with minimal settings: JSON and plots."""
+    pytest.importorskip("sklearn", reason="the digits task needs scikit-learn")
+    pytest.importorskip("matplotlib", reason="the sweep draws plots")
+    spec = importlib.util.spec_from_file_location(
+        "eps_sweep", Path(__file__).resolve().parents[1] / "scripts" / "eps_sweep.py"
+    )
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    argv = ["--tasks", "digits", "--optimizers", "adam", "--seeds", "1", "--steps", "20"]
+    argv += ["--eps", "0,1", "--out", str(tmp_path), "--img-dir", str(tmp_path)]
+    assert sweep.main(argv) == 0
+    result = json.loads((tmp_path / "eps_sweep.json").read_text())
+    runs = result["runs"]
+    assert len(runs) == 2 * len(sweep.TASKS["digits"]["lrs"])
+    for run in runs:
+        assert len(run["dominated_fraction"]) == 20 // sweep.REPORT_EVERY
+        assert 0 <= run["test_accuracy"] <= 1 and math.isfinite(run["final_loss"])
+        if run["eps"] == 0:  # eps = 0 dominates exactly the zero terms
+            assert run["dominated_fraction"] == run["zero_fraction"]
+        else:  # eps = 1 dominates the digits' small gradients everywhere
+            assert min(run["dominated_fraction"]) > 0.9
+    assert {p.name for p in tmp_path.glob("eps_*.png")} == {"eps_final.png", "eps_dominated.png"}
