@@ -1,0 +1,327 @@
+"""scripts/train.py, run in-process through ``main(argv)`` on small step counts."""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytest.importorskip("flax", reason="scripts/train.py needs the train extra (flax)")
+pytest.importorskip("orbax.checkpoint", reason="scripts/train.py needs the train extra (orbax)")
+
+
+def _load_train():
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load_train()
+QUIET = ["--quiet"]
+
+
+def run(*argv) -> int:
+    return train.main([*map(str, argv), *QUIET])
+
+
+def rows(out) -> list:
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def checkpoint_steps(out) -> list:
+    return sorted(int(d) for d in os.listdir(os.path.join(out, "checkpoints")) if d.isdigit())
+
+
+def snapshot(path) -> dict:
+    """Every file under ``path`` with its bytes: to show nothing was written."""
+    found = {}
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as f:
+                found[os.path.relpath(full, path)] = f.read()
+    return found
+
+
+# --- the seed task ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    """20 steps straight (A), and 10 steps (B) resumed to 20, chunks of 7 steps."""
+    base = tmp_path_factory.mktemp("seed")
+    a, b = str(base / "A"), str(base / "B")
+    flags = ["--log-every", 7, "--ckpt-every", 5]
+    assert run("--steps", 20, "--out", a, *flags) == 0
+    assert run("--steps", 10, "--out", b, *flags) == 0
+    b_first = rows(b)
+    assert run("--resume", b, "--steps", 20) == 0
+    return a, b, b_first
+
+
+def test_seed_writes_every_output_file(seed_runs):
+    a, _, _ = seed_runs
+    metrics = rows(a)
+    assert [r["step"] for r in metrics] == list(range(1, 21))
+    for r in metrics:
+        assert set(r) == {"step", "loss", "lr", "eps_dominated"}
+        assert r["lr"] == pytest.approx(1e-4, rel=1e-7)
+        assert 0.0 <= r["eps_dominated"] <= 1.0
+    losses = [r["loss"] for r in metrics]
+    assert losses[-1] < 0.8 * losses[0]
+
+    config = read_json(os.path.join(a, "config.json"))
+    assert config["args"]["optimizer"] == "amsgrad" and config["args"]["lr"] == 1e-4
+    assert config["args"]["steps"] == 20 and config["args"]["eps"] == 1e-8
+    assert {"jax", "optax", "flax", "adam_jax"} <= set(config["versions"])
+    assert config["device"]["platform"] in {"cpu", "gpu", "tpu"}
+
+    summary = read_json(os.path.join(a, "summary.json"))
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert summary["final_loss"] == losses[-1]
+    assert summary["steps_per_s"] > 0 and summary["wall_s"] > 0 and summary["compile_s"] > 0
+
+    with open(os.path.join(a, "loss.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert checkpoint_steps(a) == [10, 15, 20]  # every 5 steps, the newest 3 kept
+
+
+def test_seed_resume_is_bitwise(seed_runs):
+    a, b, b_first = seed_runs
+    assert [r["step"] for r in b_first] == list(range(1, 11))
+    assert rows(b) == rows(a)  # the seed task has no evaluation rows: every line equal
+    assert read_json(os.path.join(b, "config.json"))["args"]["steps"] == 20
+    assert checkpoint_steps(b) == [10, 15, 20]
+
+
+def test_chunk_length_does_not_change_results(seed_runs, tmp_path):
+    a, _, _ = seed_runs
+    assert run("--steps", 20, "--out", tmp_path / "c", "--log-every", 3) == 0
+    assert rows(tmp_path / "c") == rows(a)
+
+
+def _numpy_seed_losses(saved, steps, lr=1e-4, b1=0.9, b2=0.999, eps=1e-8):
+    """The seed's MLP and PyTorch's AMSGrad, in float64 NumPy from the equations."""
+    x, y = saved["x"], saved["y"]
+    p = {k: saved[k].copy() for k in ("w1", "b1", "w2", "b2")}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v = {k: np.zeros_like(w) for k, w in p.items()}
+    v_max = {k: np.zeros_like(w) for k, w in p.items()}
+    losses = []
+    for t in range(1, steps + 1):
+        z = x @ p["w1"].T + p["b1"]
+        h = np.maximum(z, 0.0)
+        pred = h @ p["w2"].T + p["b2"]
+        losses.append(np.sum((pred - y) ** 2))
+        d_pred = 2.0 * (pred - y)
+        d_z = (d_pred @ p["w2"]) * (z > 0)
+        g = {"w2": d_pred.T @ h, "b2": d_pred.sum(0), "w1": d_z.T @ x, "b1": d_z.sum(0)}
+        for k in p:
+            m[k] = b1 * m[k] + (1 - b1) * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+            v_max[k] = np.maximum(v_max[k], v[k])
+            denom = np.sqrt(v_max[k] / (1 - b2**t)) + eps
+            p[k] = p[k] - lr * (m[k] / (1 - b1**t)) / denom
+    return np.array(losses)
+
+
+def test_seed_float64_matches_numpy_amsgrad(tmp_path):
+    rng = np.random.default_rng(7)
+    bound1, bound2 = 1 / math.sqrt(1000), 1 / math.sqrt(100)
+    saved = {
+        "x": rng.normal(size=(64, 1000)),
+        "y": rng.normal(size=(64, 10)),
+        "w1": rng.uniform(-bound1, bound1, (100, 1000)),
+        "b1": rng.uniform(-bound1, bound1, 100),
+        "w2": rng.uniform(-bound2, bound2, (10, 100)),
+        "b2": rng.uniform(-bound2, bound2, 10),
+    }
+    np.savez(tmp_path / "seed.npz", **saved)
+    out = tmp_path / "run"
+    assert run("--init-from", tmp_path / "seed.npz", "--steps", 8, "--out", out) == 0
+    config = read_json(out / "config.json")
+    assert config["args"]["dtype"] == "float64"  # taken from the file
+    ours = np.array([r["loss"] for r in rows(out)])
+    np.testing.assert_allclose(ours, _numpy_seed_losses(saved, 8), rtol=1e-10, atol=0)
+
+
+def test_warmup_cosine_learning_rate(tmp_path):
+    peak, steps, warmup = 1e-3, 20, 5
+    argv = ["--lr", peak, "--steps", steps, "--schedule", "warmup-cosine", "--warmup-steps", warmup]
+    assert run(*argv, "--out", tmp_path / "run") == 0
+    count = np.arange(steps)  # step t uses the schedule at count t - 1, as optax does
+    cosine = 0.5 * peak * (1 + np.cos(np.pi * (count - warmup) / (steps - warmup)))
+    expected = np.where(count < warmup, peak * count / warmup, cosine)
+    logged = np.array([r["lr"] for r in rows(tmp_path / "run")])
+    np.testing.assert_allclose(logged, expected, rtol=1e-6, atol=1e-6 * peak)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_seed_trains_in_16_bit_compute(tmp_path, dtype):
+    assert run("--compute-dtype", dtype, "--steps", 200, "--out", tmp_path / "run") == 0
+    losses = np.array([r["loss"] for r in rows(tmp_path / "run")])
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.01 * losses[0]
+    assert read_json(tmp_path / "run" / "config.json")["args"]["param_dtype"] == "float32"
+
+
+def test_16_bit_params_stress_mode(tmp_path):
+    argv = ["--param-dtype", "bfloat16", "--mu-dtype", "bfloat16", "--nu-dtype", "float32"]
+    assert run(*argv, "--steps", 30, "--out", tmp_path / "run") == 0
+    losses = np.array([r["loss"] for r in rows(tmp_path / "run")])
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+    args = read_json(tmp_path / "run" / "config.json")["args"]
+    assert args["compute_dtype"] == "bfloat16"  # follows the params
+
+
+def test_default_out_is_runs_task_timestamp(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run("--steps", 3, "--init", "flax") == 0
+    (out,) = os.listdir(tmp_path / "runs")
+    assert out.startswith("seed-")
+    assert f"run written to {os.path.join('runs', out)}" in capsys.readouterr().out
+    losses = [r["loss"] for r in rows(tmp_path / "runs" / out)]
+    assert len(losses) == 3 and losses[2] < losses[0]
+
+
+def test_nonfinite_run_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    # A peak learning rate of 1e5 overflows Adam's second moment within the warmup.
+    out = tmp_path / "run"
+    argv = ["--lr", 1e5, "--schedule", "warmup-cosine", "--warmup-steps", 100, "--steps", 200]
+    assert run(*argv, "--log-every", 4, "--ckpt-every", 4, "--out", out) == 1
+    err = capsys.readouterr().err
+    assert "stopped" in err and "NaN or inf" in err
+    summary = read_json(out / "summary.json")
+    stopped_at = summary["steps"]
+    assert summary["status"] != "completed" and stopped_at < 200
+    assert max(checkpoint_steps(out)) == summary["checkpoint_step"] < stopped_at
+    first = rows(out)
+    # The kept checkpoint is good: resuming it one step reproduces that step bitwise.
+    good = summary["checkpoint_step"]
+    assert run("--resume", out, "--steps", good + 1) == 0
+    assert rows(out) == first[: good + 1]
+
+
+# --- the digits task ----------------------------------------------------------------
+def test_digits_reaches_good_accuracy(tmp_path):
+    out = tmp_path / "run"
+    assert run("--task", "digits", "--steps", 400, "--log-every", 100, "--out", out) == 0
+    metrics = rows(out)
+    assert len(metrics) == 400
+    evals = [r for r in metrics if "test_accuracy" in r]
+    assert [r["step"] for r in evals] == [100, 200, 300, 400]
+    assert [r["epoch"] for r in metrics[:23]] == [0] * 22 + [1]  # 1,438 // 64 = 22 batches
+    summary = read_json(out / "summary.json")
+    assert summary["test_accuracy"] == evals[-1]["test_accuracy"] >= 0.95
+    assert summary["final_loss"] < 0.2 * metrics[0]["loss"]
+
+
+def test_digits_resume_is_bitwise(tmp_path):
+    a, b = tmp_path / "A", tmp_path / "B"
+    flags = ["--task", "digits", "--log-every", 7, "--ckpt-every", 5]
+    assert run(*flags, "--steps", 30, "--out", a) == 0
+    assert run(*flags, "--steps", 12, "--out", b) == 0
+    assert run("--resume", b, "--steps", 30) == 0
+    straight, resumed = rows(a), rows(b)
+    # B also evaluates at its stop, step 12; from step 13 on every line is equal.
+    assert resumed[12:] == straight[12:]
+    for r, s in zip(resumed[:12], straight[:12], strict=True):
+        assert {k: r[k] for k in s} == s
+
+
+# --- bad input: one line naming the flag, exit code 2, nothing written -----------------
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--task", "mnist"], "--task"),
+        (["--optimizer", "sgd"], "--optimizer"),
+        (["--convention", "jax"], "--convention"),
+        (["--steps", "0"], "--steps"),
+        (["--steps", "-5"], "--steps"),
+        (["--steps", "ten"], "--steps"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--task", "digits", "--batch-size", "5000"], "--batch-size"),
+        (["--log-every", "0"], "--log-every"),
+        (["--ckpt-every", "-1"], "--ckpt-every"),
+        (["--lr", "-1e-3"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--b2", "1"], "--b2"),
+        (["--eps", "1e-50"], "--eps"),
+        (["--loss-scale", "0"], "--loss-scale"),
+        (["--compute-dtype", "int8"], "--compute-dtype"),
+        (["--schedule", "cosine", "--warmup-steps", "600"], "--warmup-steps"),
+        (["--init-from", "no-such-file.npz"], "--init-from"),
+        (["--task", "digits", "--init-from", "x.npz"], "--init-from"),
+        (["--resume", "no-such-run"], "--resume"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, flag):
+    monkeypatch.chdir(tmp_path)
+    assert train.main(argv if "--resume" in argv else [*argv, "--out", "run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and "error" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_existing_out_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run("--steps", 2, "--out", out) == 2
+    assert "--out" in capsys.readouterr().err
+    assert snapshot(out) == {"notes.txt": b"mine"}
+    assert run("--steps", 2, "--out", out, "--overwrite") == 0
+    assert len(rows(out)) == 2 and (out / "notes.txt").exists()  # only the run's files go
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert run("--steps", 4, "--ckpt-every", 2, "--out", out) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["config_garbage", "config_missing", "checkpoints_missing", "checkpoint_corrupt", "new_flag"],
+)
+def test_bad_resume_exits_2_and_writes_nothing(finished_run, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    argv = ["--resume", out, "--steps", 8]
+    if damage == "config_garbage":
+        (out / "config.json").write_text("{not json")
+    elif damage == "config_missing":
+        (out / "config.json").unlink()
+    elif damage == "checkpoints_missing":
+        shutil.rmtree(out / "checkpoints")
+    elif damage == "checkpoint_corrupt":
+        for dirpath, _, files in os.walk(out / "checkpoints" / "4"):
+            for name in files:
+                with open(os.path.join(dirpath, name), "wb") as f:
+                    f.write(b"\0garbage")
+    else:
+        argv += ["--lr", "1e-2"]
+    before = snapshot(out)
+    assert run(*argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert ("--lr" if damage == "new_flag" else "--resume") in err
+    assert snapshot(out) == before
+
+
+def test_resume_needs_more_steps(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert run("--resume", finished_run, "--steps", 4) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert snapshot(finished_run) == before
