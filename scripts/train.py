@@ -77,17 +77,21 @@ def _adam_family(factory):
     return build
 
 
-# name -> (build(learning_rate, args), whether --eps applies and eps_dominated is logged)
+def _adam_atan2(learning_rate, args):
+    kwargs = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
+    return adam_jax.adam_atan2(
+        learning_rate, args.b1, args.b2, mu_dtype=args.mu_dtype, nu_dtype=args.nu_dtype, **kwargs
+    )
+
+
+# name -> (build(learning_rate, args), whether --eps/--eps-root/--convention apply and
+# eps_dominated is logged). Add an optimizer here and it is a --optimizer choice.
 OPTIMIZERS = {
     "adam": (_adam_family(adam_jax.adam), True),
     "amsgrad": (_adam_family(adam_jax.amsgrad), True),
     "adamw": (_adam_family(adam_jax.adamw), True),
+    "adam_atan2": (_adam_atan2, False),  # Everett et al. (2024): atan2 instead of epsilon
 }
-if hasattr(adam_jax, "adam_atan2"):  # Adam-atan2: no epsilon at all
-    OPTIMIZERS["adam_atan2"] = (
-        lambda learning_rate, args: adam_jax.adam_atan2(learning_rate, args.b1, args.b2),
-        False,
-    )
 
 
 # --- model and data ----------------------------------------------------------------
@@ -462,8 +466,9 @@ RESUME_FLAGS = {"--resume", "--steps", "--quiet"}  # the rest comes from DIR/con
 def parse_args(argv: list) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     if args.resume is not None:
-        return resume_args(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
+        return resume_args(args, given)
     if args.init_from is not None:
         read_init_file(args)
     for flag, value in TASK_DEFAULTS[args.task].items():
@@ -479,8 +484,10 @@ def parse_args(argv: list) -> argparse.Namespace:
         p.error(f"argument --warmup-steps: must be < --decay-steps {args.decay_steps}")
     if args.task == "digits" and args.batch_size > 1797 * (1 - DIGITS_TEST_FRACTION):
         p.error(f"argument --batch-size: must be at most the training set, got {args.batch_size}")
-    if not OPTIMIZERS[args.optimizer][1] and (args.eps != 1e-8 or args.eps_root != 0):
-        p.error(f"argument --eps: does not apply to --optimizer {args.optimizer}")
+    if not OPTIMIZERS[args.optimizer][1]:
+        for flag in ("--eps", "--eps-root", "--convention"):
+            if flag in given:
+                p.error(f"argument {flag}: does not apply to --optimizer {args.optimizer}")
     try:
         make_optimizer(args)
     except ValueError as e:  # adam_jax names the hyperparameter first: "eps=1e-50 rounds to 0"

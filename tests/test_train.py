@@ -184,6 +184,13 @@ def test_16_bit_params_stress_mode(tmp_path):
     assert args["compute_dtype"] == "bfloat16"  # follows the params
 
 
+def test_adam_atan2_logs_no_epsilon_metric(tmp_path):
+    assert run("--optimizer", "adam_atan2", "--steps", 5, "--out", tmp_path / "run") == 0
+    metrics = rows(tmp_path / "run")
+    assert all(set(r) == {"step", "loss", "lr"} for r in metrics)
+    assert metrics[-1]["loss"] < metrics[0]["loss"]
+
+
 def test_default_out_is_runs_task_timestamp(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run("--steps", 3, "--init", "flax") == 0
@@ -263,6 +270,7 @@ def test_digits_resume_is_bitwise(tmp_path):
         (["--init-from", "no-such-file.npz"], "--init-from"),
         (["--task", "digits", "--init-from", "x.npz"], "--init-from"),
         (["--resume", "no-such-run"], "--resume"),
+        (["--optimizer", "adam_atan2", "--eps", "1e-3"], "--eps"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, flag):
