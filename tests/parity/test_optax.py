@@ -1,0 +1,29 @@
+"""convention="optax" (and "paper") against the real optax.adam, amsgrad and adamw."""
+
+import inspect
+
+import optax
+import pytest
+
+from . import _harness as h
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", h.cases("optax"), ids=lambda c: c.id)
+def test_matches_optax_after_every_step(case, dtype):
+    name, kwargs = case.reference
+    missing = set(kwargs) - set(inspect.signature(getattr(optax, name)).parameters)
+    if missing:
+        pytest.skip(f"optax {optax.__version__}'s {name} has no {sorted(missing)}")
+    err = h.compare(case, dtype)
+    assert err.max() <= h.TOLERANCE[dtype], (
+        f"relative error {err.max():.3g} at step {err.argmax() + 1} of {len(err)}"
+    )
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "keras", "paper"])
+def test_other_conventions_are_not_optax_amsgrad(convention):
+    """The comparison can fail: the other conventions' AMSGrad is not optax's."""
+    case = next(c for c in h.cases("optax") if c.reference == ("amsgrad", {}))
+    err = h.compare(case, "float64", ours={**case.ours, "convention": convention})
+    assert err.max() > 1e3 * h.TOLERANCE["float64"]
