@@ -178,14 +178,15 @@ def seed_problem(args, dtypes) -> Problem:
     x = rng.standard_normal((args.batch_size, d_in))
     y = rng.standard_normal((args.batch_size, d_out))
     if args.init_from is not None:
-        saved = np.load(args.init_from)
-        pdt = dtypes["param_dtype"]
+        with np.load(args.init_from) as saved:
+            pdt = dtypes["param_dtype"]
 
-        def layer(w, b):  # torch.nn.Linear stores weights as (out, in); Flax kernels (in, out)
-            return {"kernel": jnp.asarray(saved[w].T, pdt), "bias": jnp.asarray(saved[b], pdt)}
+            def layer(w, b):  # torch.nn.Linear stores weights as (out, in); Flax's are (in, out)
+                return {"kernel": jnp.asarray(saved[w].T, pdt), "bias": jnp.asarray(saved[b], pdt)}
 
-        nnx.replace_by_pure_dict(params, {"hidden": layer("w1", "b1"), "out": layer("w2", "b2")})
-        x, y = saved["x"], saved["y"]
+            torch_params = {"hidden": layer("w1", "b1"), "out": layer("w2", "b2")}
+            nnx.replace_by_pure_dict(params, torch_params)
+            x, y = saved["x"], saved["y"]
     train = {"x": jnp.asarray(x, args.dtype), "y": jnp.asarray(y, args.dtype)}
     return Problem(graphdef, params, train, None, sum_of_squares, full_batch, 1)
 
@@ -201,10 +202,13 @@ def digits_problem(args, dtypes) -> Problem:
     images = (images / 16.0).astype(args.dtype)
     labels = labels.astype(np.int32)
 
-    graphdef, params = init_params(
-        args, (images.shape[1], DIGITS_HIDDEN, 10), dtypes, np.random.default_rng(args.seed + 1)
-    )
+    weights_rng = np.random.default_rng(args.seed + 1)  # a stream apart from the split's
+    graphdef, params = init_params(args, (images.shape[1], DIGITS_HIDDEN, 10), dtypes, weights_rng)
     n_train, size = len(train), args.batch_size
+    if size > n_train:
+        raise UsageError(
+            f"argument --batch-size: at most the {n_train} training digits, got {size}"
+        )
     steps_per_epoch = n_train // size  # the last partial batch of an epoch is dropped
 
     def batch(data, data_key, step):
@@ -230,6 +234,8 @@ TASKS = {"seed": seed_problem, "digits": digits_problem}
 
 # --- the step ----------------------------------------------------------------------
 class TrainState(NamedTuple):
+    """Everything a step reads and writes; a checkpoint saves exactly this."""
+
     step: jax.Array  # int32 scalar: steps done
     params: Any
     opt_state: Any
@@ -266,6 +272,7 @@ def make_steps(problem: Problem, optimizer, args, chunk: int):
     _, logs_eps = OPTIMIZERS[args.optimizer]
 
     def loss_fn(params, batch):
+        """The task's loss in the loss dtype (--dtype), and its aux dict."""
         x, y = batch
         pred = nnx.merge(graphdef, params)(x)
         return problem.loss(pred.astype(loss_dtype), y)
@@ -275,6 +282,7 @@ def make_steps(problem: Problem, optimizer, args, chunk: int):
         return loss * args.loss_scale, (loss, aux)
 
     def train_step(state: TrainState, train):
+        """One step: batch, forward, backward, adam_jax update; the step's metrics."""
         batch = problem.batch(train, jax.random.wrap_key_data(state.data_key), state.step)
         if args.loss_scale == 1:
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
@@ -482,8 +490,6 @@ def parse_args(argv: list) -> argparse.Namespace:
         args.warmup_steps = args.decay_steps // 10 if args.schedule == "warmup-cosine" else 0
     if args.warmup_steps >= args.decay_steps:
         p.error(f"argument --warmup-steps: must be < --decay-steps {args.decay_steps}")
-    if args.task == "digits" and args.batch_size > 1797 * (1 - DIGITS_TEST_FRACTION):
-        p.error(f"argument --batch-size: must be at most the training set, got {args.batch_size}")
     if not OPTIMIZERS[args.optimizer][1]:
         for flag in ("--eps", "--eps-root", "--convention"):
             if flag in given:
@@ -498,8 +504,9 @@ def parse_args(argv: list) -> argparse.Namespace:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = os.path.join("runs", f"{args.task}-{stamp}")
     if os.path.exists(args.out) and not args.overwrite:
-        if not os.path.isdir(args.out) or os.listdir(args.out):
-            p.error(f"argument --out: {args.out} exists; pass --overwrite to replace its run")
+        p.error(f"argument --out: {args.out} exists; pass --overwrite to replace its run")
+    if args.overwrite and os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"argument --out: {args.out} is a file, not a run directory")
     return args
 
 
@@ -573,6 +580,27 @@ def write_json(path: str, obj) -> None:
         f.write("\n")
 
 
+def start_run_dir(args, argv: list, rows: list) -> None:
+    """Creates ``--out`` (or clears the run files in it) and writes config.json.
+
+    metrics.jsonl starts with ``rows``: on resume, the metrics up to the
+    checkpoint, dropping any lines a stopped run wrote after it.
+    """
+    os.makedirs(args.out, exist_ok=True)
+    if args.overwrite:
+        for name in RUN_FILES:
+            path = os.path.join(args.out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    with open(os.path.join(args.out, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    config = {"args": vars(args), "command": argv, "versions": versions(), "device": device()}
+    config["started"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_json(os.path.join(args.out, "config.json"), config)
+
+
 def train(args, argv: list) -> int:
     """Sets up, checks, then runs; returns 0, or 1 when the loss stops being finite."""
     dtypes = {"param_dtype": jnp.dtype(args.param_dtype), "dtype": jnp.dtype(args.compute_dtype)}
@@ -593,21 +621,8 @@ def train(args, argv: list) -> int:
                 f"argument --steps: the run in {args.resume} is at step {int(state.step)}; "
                 f"ask for more than that"
             )
-    # Everything is checked: from here on the run writes.
-    os.makedirs(args.out, exist_ok=True)
-    if args.overwrite:
-        for name in RUN_FILES:
-            path = os.path.join(args.out, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+    start_run_dir(args, argv, rows)  # everything is checked: from here on the run writes
     metrics_path = os.path.join(args.out, "metrics.jsonl")
-    with open(metrics_path, "w") as f:  # on resume: the metrics up to the checkpoint
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    config = {"args": vars(args), "command": argv, "versions": versions(), "device": device()}
-    config["started"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    write_json(os.path.join(args.out, "config.json"), config)
     manager = checkpoint_manager(args.out)
 
     run_chunk, evaluate = make_steps(problem, optimizer, args, args.log_every)
@@ -659,41 +674,44 @@ def train(args, argv: list) -> int:
             if step % args.ckpt_every == 0 or step == args.steps:
                 save_checkpoint(manager, state, rows)
     wall_s = time.perf_counter() - t0
+    checkpoint_step = manager.latest_step()
     manager.close()
 
+    summarize(args, rows, status, start, wall_s, compile_s, checkpoint_step)
+    print(f"run written to {args.out}")
+    return 0 if status == "completed" else 1
+
+
+def summarize(args, rows, status, start, wall_s, compile_s, checkpoint_step) -> None:
+    """Writes summary.json and loss.png, and prints the summary."""
     last = rows[-1]
     summary = {
         "task": args.task,
         "status": status,
         "final_loss": last["loss"],
-        "steps": step,
-        "steps_run": step - start,
+        "steps": last["step"],
+        "steps_run": last["step"] - start,
         "wall_s": wall_s,
         "compile_s": compile_s,
-        "steps_per_s": (step - start) / wall_s,
-        "checkpoint_step": manager.latest_step(),
+        "steps_per_s": (last["step"] - start) / wall_s,
+        "checkpoint_step": checkpoint_step,
     }
     evals = [row for row in rows if "test_accuracy" in row]
     if evals:
-        summary |= {
-            "test_accuracy": evals[-1]["test_accuracy"],
-            "test_loss": evals[-1]["test_loss"],
-        }
+        summary |= {k: evals[-1][k] for k in ("test_accuracy", "test_loss")}
     write_json(os.path.join(args.out, "summary.json"), summary)
     plot(rows, os.path.join(args.out, "loss.png"), title=f"{args.task}: {args.optimizer}")
-
     print(
-        f"{args.task}: {step - start} steps in {wall_s:.2f} s "
-        f"({summary['steps_per_s']:.0f} steps/s)"
-        f", compile {compile_s:.2f} s; final loss {last['loss']:.6g}"
+        f"{args.task}: {summary['steps_run']} steps in {wall_s:.2f} s "
+        f"({summary['steps_per_s']:.0f} steps/s), compile {compile_s:.2f} s; "
+        f"final loss {last['loss']:.6g}"
         + (f", test accuracy {summary['test_accuracy']:.4f}" if evals else "")
     )
     if status != "completed":
-        kept = summary["checkpoint_step"]
-        kept = f"checkpoint of step {kept} kept" if kept is not None else "no checkpoint saved yet"
+        kept = "no checkpoint saved yet"
+        if checkpoint_step is not None:
+            kept = f"checkpoint of step {checkpoint_step} kept"
         print(f"train.py: stopped: {status}; {kept}", file=sys.stderr)
-    print(f"run written to {args.out}")
-    return 0 if status == "completed" else 1
 
 
 def plot(rows: list, path: str, *, title: str) -> None:

@@ -282,11 +282,15 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys, arg
 
 
 def test_existing_out_needs_overwrite(tmp_path, capsys):
-    out = tmp_path / "run"
+    empty, out = tmp_path / "empty", tmp_path / "run"
+    empty.mkdir()
+    assert run("--steps", 2, "--out", empty) == 2
+    assert os.listdir(empty) == []
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert run("--steps", 2, "--out", out) == 2
-    assert "--out" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("argument --out") == 2
     assert snapshot(out) == {"notes.txt": b"mine"}
     assert run("--steps", 2, "--out", out, "--overwrite") == 0
     assert len(rows(out)) == 2 and (out / "notes.txt").exists()  # only the run's files go
