@@ -415,9 +415,14 @@ def build_parser() -> Parser:
     )
     task = p.add_argument_group("task")
     task.add_argument("--task", choices=sorted(TASKS), default="seed")
-    task.add_argument("--steps", type=positive_int, help="optimizer steps (seed 500, digits 2000)")
     task.add_argument(
-        "--batch-size", type=positive_int, help="seed: its N, 64; digits: minibatch, 64"
+        "--steps", type=positive_int, metavar="N", help="optimizer steps (seed 500, digits 2000)"
+    )
+    task.add_argument(
+        "--batch-size",
+        type=positive_int,
+        metavar="N",
+        help="seed: its N (64); digits: minibatch (64)",
     )
     task.add_argument("--seed", type=int, default=0, help="PRNG seed of weights, data and split")
     task.add_argument("--init", choices=["torch", "flax"], default="torch", help="weight init")
@@ -425,12 +430,18 @@ def build_parser() -> Parser:
     opt = p.add_argument_group("optimizer")
     opt.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="seed amsgrad, digits adam")
     opt.add_argument("--convention", choices=sorted(adam_jax.CONVENTIONS), default="pytorch")
-    opt.add_argument("--lr", type=float_in(0, math.inf), help="peak learning rate (seed 1e-4)")
+    opt.add_argument(
+        "--lr", type=float_in(0, math.inf), help="peak learning rate (seed 1e-4, digits 1e-3)"
+    )
     opt.add_argument(
         "--schedule", choices=["constant", "cosine", "warmup-cosine"], default="constant"
     )
-    opt.add_argument("--warmup-steps", type=nonnegative_int, help="default: 10%% of the steps")
-    opt.add_argument("--decay-steps", type=positive_int, help="schedule length; default --steps")
+    opt.add_argument(
+        "--warmup-steps", type=nonnegative_int, metavar="N", help="default: 10%% of the steps"
+    )
+    opt.add_argument(
+        "--decay-steps", type=positive_int, metavar="N", help="schedule length; default --steps"
+    )
     opt.add_argument("--b1", type=float_in(0, 1, high_open=True), default=0.9)
     opt.add_argument("--b2", type=float_in(0, 1, high_open=True), default=0.999)
     opt.add_argument("--eps", type=float_in(0, math.inf), default=1e-8, help="Adam's epsilon")
@@ -462,8 +473,15 @@ def build_parser() -> Parser:
     out.add_argument("--out", help="run directory (default runs/<task>-<timestamp>)")
     out.add_argument("--overwrite", action="store_true", help="replace the run files in --out")
     out.add_argument("--resume", metavar="DIR", help="continue the run in DIR up to --steps")
-    out.add_argument("--log-every", type=positive_int, help="steps per jitted chunk (seed 50)")
-    out.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint period")
+    out.add_argument(
+        "--log-every",
+        type=positive_int,
+        metavar="N",
+        help="steps per jitted chunk (seed 50, digits 100)",
+    )
+    out.add_argument(
+        "--ckpt-every", type=positive_int, metavar="N", default=1000, help="checkpoint period"
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -742,7 +760,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
-        with jax.enable_x64(args.dtype == "float64"):
+        dtypes = (args.dtype, args.param_dtype, args.mu_dtype, args.nu_dtype)
+        with jax.enable_x64("float64" in dtypes):
             return train(args, argv)
     except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
