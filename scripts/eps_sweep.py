@@ -288,6 +288,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.makedirs(args.img_dir, exist_ok=True)
     if args.replot:
         with open(os.path.join(args.out, "eps_sweep.json")) as f:
             saved = json.load(f)
@@ -325,9 +326,8 @@ def main(argv=None) -> int:
         "runs": records,
     }
     os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.img_dir, exist_ok=True)
     with open(os.path.join(args.out, "eps_sweep.json"), "w") as f:
-        json.dump(result, f)
+        json.dump(result, f, separators=(",", ":"))
     plot(records, args.eps, args.img_dir)
     print(f"wrote {args.out}/eps_sweep.json and {args.img_dir}/eps_*.png in {result['seconds']} s")
     return 0
