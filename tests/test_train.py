@@ -219,6 +219,18 @@ def test_nonfinite_run_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     assert rows(out) == first[: good + 1]
 
 
+def test_nonfinite_loss_stops_at_that_step(tmp_path, capsys):
+    # With lr 1e8 the first update makes the weights ~1e8: the next loss overflows float32.
+    out = tmp_path / "run"
+    assert run("--lr", 1e8, "--steps", 10, "--out", out) == 1
+    assert "the loss is inf at step 2" in capsys.readouterr().err
+    metrics = rows(out)
+    assert [r["step"] for r in metrics] == [1, 2] and metrics[-1]["loss"] == math.inf
+    summary = read_json(out / "summary.json")
+    assert summary["steps"] == 2 and summary["checkpoint_step"] is None
+    assert not os.path.exists(out / "checkpoints" / "2")
+
+
 # --- the digits task ----------------------------------------------------------------
 def test_digits_reaches_good_accuracy(tmp_path):
     out = tmp_path / "run"
