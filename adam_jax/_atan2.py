@@ -28,10 +28,11 @@ def scale_by_adam_atan2(
     bounded by :math:`a \pi / 2`, defined everywhere
     (:math:`\operatorname{atan2}(0, 0) = 0`) and invariant to the scale of the
     gradients, so there is no epsilon to choose (in float32 the invariance holds
-    while :math:`g^2` is a normal number, :math:`10^{-19} \lesssim |g| \lesssim
-    10^{19}`, as for Adam). Where :math:`|\hat m| \ll b
-    \sqrt{\hat v}` it is Adam's step times :math:`a / b`; ``a = 1.27``, ``b = 1``
-    are Everett et al.'s values.
+    while :math:`(1 - \beta_2) g^2` neither underflows nor overflows, roughly
+    :math:`10^{-17} \lesssim |g| \lesssim 10^{19}`, as for Adam). Where
+    :math:`|\hat m| \ll b \sqrt{\hat v}` it is Adam's step (with
+    :math:`\epsilon = 0`) times :math:`a / b`; ``a = 1.27``, ``b = 1`` are Everett
+    et al.'s values.
 
     With :math:`\beta_1, \beta_2` = ``b1, b2``, for each element and step
     :math:`t = 1, 2, \dots`:
