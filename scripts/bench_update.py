@@ -330,7 +330,7 @@ def parse_args(argv):
     p.add_argument(
         "--budget", type=float, default=0.02, help="seconds of back-to-back calls per turn"
     )
-    p.add_argument("--settle", type=float, default=0.005, help="sleep before each turn, seconds")
+    p.add_argument("--settle", type=float, default=0.01, help="sleep before each turn, seconds")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="JAX backend")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     p.add_argument(
