@@ -14,7 +14,7 @@ $(VENV)/.train: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e ".[train,test]"
+	$(PY) -m pip install -q -e ".[train,test,docs]"
 	touch $@
 
 $(VENV)/.docs: pyproject.toml | $(VENV)/bin/python
