@@ -71,7 +71,7 @@ def transformer_shapes(width: int = 256, layers: int = 12, vocab: int = 1536, co
 
 def jax_step(tx, params, grads):
     """A donated, jitted ``tx`` step on a list of arrays: ``(step, sync), compiled``."""
-    state = tx.init(params)
+    state = jax.device_put(tx.init(params), params[0].device)
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(params, state, grads):
@@ -167,10 +167,13 @@ def measure_group(cases, args, device, torch, torch_device):
         if torch is not None:
             impls[(label, "axpy", "torch")] = torch_axpy(torch, n, torch_device)
             meta[(label, "axpy", "torch")] = {"n": n}
-    # Warm up (compiles, first-touch), then size the batches of back-to-back calls.
+    # Warm up (compiles, first touch, lazy state), then size the batches of back-to-back calls.
     calls = {}
-    for key, fns in impls.items():
-        once = _bench.interleaved({key: fns}, reps=1, settle_s=0)[key][0]
+    for key, (step, sync) in impls.items():
+        for _ in range(3):
+            step()
+            sync()
+        once = _bench.interleaved({key: (step, sync)}, reps=3, settle_s=0)[key].min()
         calls[key] = _bench.calls_for(once, budget_s=args.budget)
     times = _bench.interleaved(impls, reps=args.reps, calls=calls, settle_s=args.settle)
     return times, meta, calls
