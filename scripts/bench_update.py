@@ -290,7 +290,7 @@ def plot(rows, path):
             xscale="log",
             xlabel="fp32 params",
             ylabel=f"effective GB/s ({BYTES_PER_PARAM[algo]} B/param)",
-            title=f"{'Adam' if algo == 'adam' else 'AMSGrad'} step (★ = 150-leaf tree)",
+            title=f"{'Adam' if algo == 'adam' else 'AMSGrad'} step (★ = many-array tree)",
         )
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
