@@ -256,10 +256,12 @@ def main(argv=None):
     tv[f"torch default, {threads[-1]} thr"][0]()
     tv[f"torch default, {threads[-1]} thr"][1]()
     torch_losses = np.asarray(tbox["losses"])
-    agree = float(np.max(np.abs(jax_losses - torch_losses) / np.abs(torch_losses)))
+    early = slice(0, min(100, args.steps))  # later the loss is near 0 and relative noise grows
+    agree = float(np.max(np.abs(jax_losses - torch_losses)[early] / np.abs(torch_losses[early])))
     print(
         f"loss at step 1 / {args.steps}: torch {torch_losses[0]:.4f} / {torch_losses[-1]:.6f}, "
-        f"jax {jax_losses[0]:.4f} / {jax_losses[-1]:.6f}; max relative difference {agree:.2e}"
+        f"jax {jax_losses[0]:.4f} / {jax_losses[-1]:.6f}; max relative difference over the first "
+        f"100 steps {agree:.2e}"
     )
 
     times = {name: np.empty(args.reps) for name in variants}
@@ -275,6 +277,7 @@ def main(argv=None):
             run()
             sync()
             times[name][r] = time.perf_counter() - t0
+        print(f"repetition {r + 1}/{args.reps} done", file=sys.stderr, flush=True)
     torch.set_num_threads(os.cpu_count())
 
     per_step = {k: v / args.steps for k, v in times.items()}
@@ -321,7 +324,7 @@ def main(argv=None):
             "eps": EPS,
             "torch_threads": threads,
         },
-        "losses_max_rel_diff_jax_scan_vs_torch": agree,
+        "losses_max_rel_diff_first_100_steps_jax_scan_vs_torch": agree,
         "fastest_torch": fastest_torch,
         "flop_per_step": FLOP_PER_STEP,
         "floor_gflops": gflops,
