@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test lint docs serve-docs clean
+.PHONY: train test docs serve-docs bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ docs: $(VENV)/.docs  ## build the docs site into site/
 
 serve-docs: $(VENV)/.docs  ## serve the docs on http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
+
+bench: $(VENV)/.test  ## benchmarks (docs/performance.md): step, training, memory
+	$(PY) scripts/bench_update.py
+	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_memory.py
 
 clean:
 	rm -rf $(VENV) site runs
