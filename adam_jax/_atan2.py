@@ -1,14 +1,14 @@
 """Adam-atan2: Adam without epsilon, ``scale_by_adam_atan2`` and ``adam_atan2``."""
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _chain, _numerics, _validation
-from adam_jax._transform import ScaleByAdamState, _check_same_tree, _widest_compute_dtype
+from adam_jax import _chain, _validation
+from adam_jax._transform import scale_by_moments
 
 
 def scale_by_adam_atan2(
@@ -92,60 +92,37 @@ def scale_by_adam_atan2(
     if not isinstance(amsgrad, bool):
         raise ValueError(f"amsgrad must be a bool, got {amsgrad!r}.")
 
+    def scalars(bc1, bc2):
+        return _Atan2Scalars(jnp.ones_like(bc1), bc1, bc2)
+
+    def direction(m, r, k, c):
+        return c(a) * jnp.arctan2(m / c(k.bc1), c(b) * jnp.sqrt(r / c(k.bc2)))
+
+    moments = scale_by_moments(
+        b1,
+        b2,
+        amsgrad=amsgrad,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+        scalars=scalars,
+        direction=direction,
+    )
+
     def init_fn(params):
         _check_real(params)
-
-        def zeros(requested):
-            return jax.tree.map(
-                lambda p: jnp.zeros(p.shape, _numerics.moment_dtype(p, requested)), params
-            )
-
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=zeros(mu_dtype),
-            nu=zeros(nu_dtype),
-            nu_max=zeros(nu_dtype) if amsgrad else None,
-        )
+        return moments.init(params)
 
     def update_fn(updates, state, params=None):
-        del params
-        _check_same_tree(updates, state.mu)
         _check_real(updates)
-        count = _numerics.safe_increment(state.count)
-        scalar_dtype = _widest_compute_dtype(updates)
-        bc1 = _numerics.bias_correction(b1, count, scalar_dtype)
-        bc2 = _numerics.bias_correction(b2, count, scalar_dtype)
-
-        def leaf(g, m, v, v_max):
-            dtype = _numerics.compute_dtype(g.dtype)
-            c = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-            g = g.astype(dtype)
-            m_new = c(b1) * m.astype(dtype) + (1 - c(b1)) * g
-            v_new = c(b2) * v.astype(dtype) + (1 - c(b2)) * g * g
-            r = v_new if v_max is None else jnp.maximum(v_max.astype(dtype), v_new)
-            step = c(a) * jnp.arctan2(m_new / c(bc1), c(b) * jnp.sqrt(r / c(bc2)))
-            return step, m_new.astype(m.dtype), v_new.astype(v.dtype), r
-
-        grads, treedef = jax.tree.flatten(updates)
-        mus = treedef.flatten_up_to(state.mu)
-        nus = treedef.flatten_up_to(state.nu)
-        maxes = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(grads)
-        out = [leaf(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
-        step = [s.astype(g.dtype) for (s, *_), g in zip(out, grads, strict=True)]
-        nu_max = None
-        if amsgrad:
-            nu_max = treedef.unflatten(
-                [r.astype(x.dtype) for (*_, r), x in zip(out, maxes, strict=True)]
-            )
-        new_state = ScaleByAdamState(
-            count=count,
-            mu=treedef.unflatten([o[1] for o in out]),
-            nu=treedef.unflatten([o[2] for o in out]),
-            nu_max=nu_max,
-        )
-        return treedef.unflatten(step), new_state
+        return moments.update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+class _Atan2Scalars(NamedTuple):
+    before_max: jax.Array  # 1: AMSGrad's maximum is over the raw v, as torch
+    bc1: jax.Array
+    bc2: jax.Array
 
 
 def adam_atan2(

@@ -111,6 +111,45 @@ def scale_by_adam(
     if not isinstance(amsgrad, bool):
         raise ValueError(f"amsgrad must be a bool, got {amsgrad!r}.")
 
+    def scalars(bc1, bc2):
+        return _conventions.step_coefficients(conv, amsgrad, bc1, bc2)
+
+    def direction(m, r, k, c):
+        denom = jnp.sqrt(r * c(k.inside) + c(eps_root)) + c(eps)
+        return _numerics.safe_divide(c(k.numerator) * m, denom)
+
+    return scale_by_moments(
+        b1,
+        b2,
+        amsgrad=amsgrad,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+        scalars=scalars,
+        direction=direction,
+    )
+
+
+def scale_by_moments(
+    b1, b2, *, amsgrad: bool, mu_dtype, nu_dtype, scalars, direction
+) -> optax.GradientTransformation:
+    """The machinery every Adam-type direction shares: moments, maximum, count.
+
+    Keeps :math:`m_t`, :math:`v_t` and, with AMSGrad,
+    :math:`r_t = \\max(r_{t-1}, k \\cdot v_t)` in a ``ScaleByAdamState``, with the
+    dtype rules of :func:`scale_by_adam`, and returns ``direction(m_t, r_t, k, c)``
+    (:math:`r_t = v_t` without AMSGrad) cast to the gradient's dtype.
+
+    Args:
+      b1, b2: the moments' decays (validated by the caller).
+      amsgrad: keep the running maximum.
+      mu_dtype, nu_dtype: storage dtypes, as for :func:`scale_by_adam`.
+      scalars: ``(c1, c2) -> k``, the step's scalars from the bias corrections
+        :math:`c_i = 1 - \\beta_i^t`, computed once per step in float32 or wider;
+        ``k.before_max`` scales :math:`v_t` before the maximum.
+      direction: ``(m, r, k, c) -> step`` for one leaf, where ``c`` casts a scalar
+        to the leaf's compute dtype.
+    """
+
     def init_fn(params):
         def zeros(requested, real):
             def make(p):
@@ -131,9 +170,10 @@ def scale_by_adam(
         _check_same_tree(updates, state.mu)
         count = _numerics.safe_increment(state.count)
         scalar_dtype = _widest_compute_dtype(updates)
-        bc1 = _numerics.bias_correction(b1, count, scalar_dtype)
-        bc2 = _numerics.bias_correction(b2, count, scalar_dtype)
-        coef = _conventions.step_coefficients(conv, amsgrad, bc1, bc2)
+        k = scalars(
+            _numerics.bias_correction(b1, count, scalar_dtype),
+            _numerics.bias_correction(b2, count, scalar_dtype),
+        )
 
         def leaf(g, m, v, v_max):
             dtype = _numerics.compute_dtype(g.dtype)
@@ -144,9 +184,8 @@ def scale_by_adam(
             v_new = c(b2) * v.astype(real) + (1 - c(b2)) * _abs_sq(g)
             r = v_new
             if v_max is not None:
-                r = jnp.maximum(v_max.astype(real), v_new * c(coef.before_max))
-            denom = jnp.sqrt(r * c(coef.inside) + c(eps_root)) + c(eps)
-            step = _numerics.safe_divide(c(coef.numerator) * m_new, denom)
+                r = jnp.maximum(v_max.astype(real), v_new * c(k.before_max))
+            step = direction(m_new, r, k, c)
             return step, m_new.astype(m.dtype), v_new.astype(v.dtype), r
 
         grads, treedef = jax.tree.flatten(updates)
