@@ -42,11 +42,7 @@ def sqrt_terms(state: ScaleByAdamState, *, b2, eps_root, convention: str):
     conv = _conventions.get_convention(convention)
     amsgrad = state.nu_max is not None
     second_moment = state.nu_max if amsgrad else state.nu
-    dtype = max(
-        (_numerics.real_dtype(_numerics.compute_dtype(x.dtype)) for x in jax.tree.leaves(state.nu)),
-        key=lambda d: d.itemsize,
-        default=jnp.dtype(jnp.float32),
-    )
+    dtype = _numerics.widest_compute_dtype(state.nu)
     count = jnp.maximum(state.count, 1)  # the moments are zero before step 1
     bc2 = _numerics.bias_correction(b2, count, dtype)
     coef = _conventions.step_coefficients(conv, amsgrad, jnp.ones_like(bc2), bc2)

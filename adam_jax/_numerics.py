@@ -31,6 +31,13 @@ def moment_dtype(param: jax.Array, requested) -> jnp.dtype:
     return compute_dtype(param.dtype)
 
 
+def widest_compute_dtype(tree) -> jnp.dtype:
+    """The real dtype bias corrections are computed in: float32, or float64 if
+    any leaf of ``tree`` computes in float64."""
+    dtypes = [real_dtype(compute_dtype(x.dtype)) for x in jax.tree.leaves(tree)]
+    return max(dtypes, key=lambda d: d.itemsize, default=jnp.dtype(jnp.float32))
+
+
 def real_dtype(dtype) -> jnp.dtype:
     """The real dtype of the same width (``complex64`` -> ``float32``)."""
     return jnp.finfo(dtype).dtype

@@ -169,7 +169,7 @@ def scale_by_moments(
         del params
         _check_same_tree(updates, state.mu)
         count = _numerics.safe_increment(state.count)
-        scalar_dtype = _widest_compute_dtype(updates)
+        scalar_dtype = _numerics.widest_compute_dtype(updates)
         k = scalars(
             _numerics.bias_correction(b1, count, scalar_dtype),
             _numerics.bias_correction(b2, count, scalar_dtype),
@@ -215,12 +215,6 @@ def _abs_sq(x: jax.Array) -> jax.Array:
     if jnp.iscomplexobj(x):
         return jnp.real(x * jnp.conj(x))
     return x * x
-
-
-def _widest_compute_dtype(tree) -> jnp.dtype:
-    """Float32, or float64 if any leaf computes in float64."""
-    dtypes = [_numerics.real_dtype(_numerics.compute_dtype(x.dtype)) for x in jax.tree.leaves(tree)]
-    return max(dtypes, key=lambda d: d.itemsize, default=jnp.dtype(jnp.float32))
 
 
 def _check_same_tree(updates, moments) -> None:
