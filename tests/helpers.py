@@ -31,19 +31,21 @@ def gradient(raw, params):
     return jax.tree.map(lambda g, p: g + DECAY * p, raw, params)
 
 
+def trajectory(optimizer: optax.GradientTransformation, params, grads):
+    """Steps ``optimizer`` over ``grads`` in a scan; params after each step (traceable)."""
+
+    def step(carry, raw):
+        p, state = carry
+        updates, state = optimizer.update(gradient(raw, p), state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), p
+
+    return jax.lax.scan(step, (params, optimizer.init(params)), grads)[1]
+
+
 def run_optax(optimizer: optax.GradientTransformation, params, grads):
-    """Steps ``optimizer`` over ``grads`` in one jitted scan; params after each step."""
-
-    @jax.jit
-    def run(params, grads):
-        def step(carry, raw):
-            p, state = carry
-            updates, state = optimizer.update(gradient(raw, p), state, p)
-            p = optax.apply_updates(p, updates)
-            return (p, state), p
-
-        return jax.lax.scan(step, (params, optimizer.init(params)), grads)[1]
-
+    """``trajectory`` in one jitted call, as NumPy arrays."""
+    run = jax.jit(lambda p, g: trajectory(optimizer, p, g))
     params = jax.tree.map(jnp.asarray, params)
     return jax.tree.map(np.asarray, run(params, jax.tree.map(jnp.asarray, grads)))
 

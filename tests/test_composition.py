@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import adam_jax
-from tests.helpers import gradient, random_problem, run_optax
+from tests.helpers import gradient, random_problem, run_optax, trajectory
 
 STEPS = 20
 
@@ -45,24 +45,10 @@ def test_vmap_over_independent_problems():
     optimizer = adam_jax.adam(1e-2, amsgrad=True, convention="optax")
     problems = [_params_and_grads(seed) for seed in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *problems)
-    batched = jax.vmap(lambda p, g: jax.tree.map(jnp.asarray, run_optax_jax(optimizer, p, g)))(
-        *stacked
-    )
+    batched = jax.vmap(lambda p, g: trajectory(optimizer, p, g))(*stacked)
     for i, (params, grads) in enumerate(problems):
         single = run_optax(optimizer, params, grads)
         chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6)
-
-
-def run_optax_jax(optimizer, params, grads):
-    """``run_optax`` without the host transfer, for use under vmap."""
-
-    def step(carry, raw):
-        p, state = carry
-        updates, state = optimizer.update(gradient(raw, p), state, p)
-        p = optax.apply_updates(p, updates)
-        return (p, state), p
-
-    return jax.lax.scan(step, (params, optimizer.init(params)), grads)[1]
 
 
 @pytest.mark.parametrize("factory", [adam_jax.adam, adam_jax.amsgrad, adam_jax.adamw])
