@@ -483,10 +483,20 @@ def build_parser() -> Parser:
         "--ckpt-every", type=positive_int, metavar="N", default=1000, help="checkpoint period"
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--print-loss",
+        action="store_true",
+        help="print 't loss' every step, as the seed does, instead of the progress bar",
+    )
     return p
 
 
-RESUME_FLAGS = {"--resume", "--steps", "--quiet"}  # the rest comes from DIR/config.json
+RESUME_FLAGS = {
+    "--resume",
+    "--steps",
+    "--quiet",
+    "--print-loss",
+}  # the rest comes from DIR/config.json
 
 
 def parse_args(argv: list) -> argparse.Namespace:
@@ -574,7 +584,7 @@ def resume_args(given: argparse.Namespace, flags: set) -> argparse.Namespace:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"argument --resume: cannot read {path}: {e}") from e
     args.resume, args.out, args.overwrite = given.resume, given.resume, False
-    args.quiet = given.quiet
+    args.quiet, args.print_loss = given.quiet, given.print_loss
     if given.steps is not None:
         args.steps = given.steps
     return args
@@ -655,7 +665,12 @@ def train(args, argv: list) -> int:
 
     status, step, t0 = "completed", start, time.perf_counter()
     bar = tqdm(
-        total=args.steps, initial=start, disable=args.quiet, unit="step", file=sys.stderr, ncols=90
+        total=args.steps,
+        initial=start,
+        disable=args.quiet or args.print_loss,
+        unit="step",
+        file=sys.stderr,
+        ncols=90,
     )
     with open(metrics_path, "a") as f, bar:
         while step < args.steps:
@@ -685,6 +700,9 @@ def train(args, argv: list) -> int:
             step = new[-1]["step"]
             f.writelines(json.dumps(row) + "\n" for row in new)
             f.flush()
+            if args.print_loss:  # the seed's "t loss" lines, t from 0
+                for row in new:
+                    print(row["step"] - 1, row["loss"])
             bar.update(len(new))
             bar.set_postfix(loss=f"{new[-1]['loss']:.4g}", refresh=False)
             if status != "completed":

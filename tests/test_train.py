@@ -349,3 +349,11 @@ def test_resume_needs_more_steps(finished_run, capsys):
     assert run("--resume", finished_run, "--steps", 4) == 2
     assert "--steps" in capsys.readouterr().err
     assert snapshot(finished_run) == before
+
+
+def test_print_loss_prints_the_seeds_lines(tmp_path, capsys):
+    out = tmp_path / "printed"
+    assert run("--steps", 7, "--log-every", 3, "--print-loss", "--out", out) == 0
+    printed = [line.split() for line in capsys.readouterr().out.splitlines()[:7]]
+    assert [int(t) for t, _ in printed] == list(range(7))  # the seed counts t from 0
+    assert [float(loss) for _, loss in printed] == [row["loss"] for row in rows(out)]
