@@ -8,6 +8,8 @@ from adam_jax._atan2 import scale_by_adam_atan2 as scale_by_adam_atan2
 from adam_jax._conventions import CONVENTIONS as CONVENTIONS
 from adam_jax._conventions import Convention as Convention
 from adam_jax._diagnostics import epsilon_report as epsilon_report
+from adam_jax._fused import FusedAdam as FusedAdam
+from adam_jax._fused import fused_adam as fused_adam
 from adam_jax._transform import ScaleByAdamState as ScaleByAdamState
 from adam_jax._transform import scale_by_adam as scale_by_adam
 
