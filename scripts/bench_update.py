@@ -8,6 +8,8 @@ Adam and AMSGrad, with
 
 - ``adam_jax[pytorch]``, ``adam_jax[optax]``: ``adam_jax.adam`` / ``adam_jax.amsgrad`` in that
   convention;
+- ``adam_jax fused``: ``adam_jax.fused_adam`` (opt-in, CPU only): one C++ loop through
+  ``jax.ffi`` that updates params and moments in place, no ``apply_updates``;
 - ``optax``: ``optax.adam`` / ``optax.amsgrad``;
 - ``torch foreach``, ``torch fused``: ``torch.optim.Adam(foreach=True)`` / ``(fused=True)``,
   ``torch.set_num_threads(os.cpu_count())``.
@@ -87,6 +89,19 @@ def jax_step(tx, params, grads):
     return (run, lambda: jax.block_until_ready(box)), compiled
 
 
+def jax_fused_step(fused, params, grads):
+    """A donated, jitted ``adam_jax.fused_adam`` step: ``(step, sync), compiled``."""
+    state = jax.device_put(fused.init(params), params[0].device)
+    step = jax.jit(fused.step, donate_argnums=(0, 2))
+    compiled = step.lower(params, grads, state).compile()
+    box = [params, state]
+
+    def run():
+        box[0], box[1] = step(box[0], grads, box[1])
+
+    return (run, lambda: jax.block_until_ready(box)), compiled
+
+
 def jax_axpy(n: int, device):
     """In-place ``y += 0.5 x`` with ``y`` donated: ``(step, sync)``."""
     axpy = jax.jit(lambda y, x: y + 0.5 * x, donate_argnums=0)
@@ -157,6 +172,15 @@ def measure_group(cases, args, device, torch, torch_device):
                 run, compiled = jax_step(tx, params, grads)
                 impls[(label, algo, name)] = run
                 meta[(label, algo, name)] = {"n": n, "array_fusions": array_fusions(compiled)}
+            if device.platform == "cpu":
+                params = [jax.device_put(jnp.zeros(s, jnp.float32), device) for s in shapes]
+                fused = adam_jax.fused_adam(LR, amsgrad=ams)
+                run, compiled = jax_fused_step(fused, params, grads)
+                impls[(label, algo, "adam_jax fused")] = run
+                meta[(label, algo, "adam_jax fused")] = {
+                    "n": n,
+                    "array_fusions": array_fusions(compiled),
+                }
             if torch is not None:
                 for variant in ("foreach", "fused"):
                     key = (label, algo, f"torch {variant}")
@@ -296,21 +320,22 @@ def plot(rows, path):
     axes[0].legend(fontsize=8)
     ax = axes[2]
     for algo, style in (("adam", "-"), ("amsgrad", "--")):
-        rs = [r for r in flat if r["algo"] == algo and r["impl"] == "adam_jax[pytorch]"]
-        for ref in ("optax", "torch fused"):
-            if all(ref in r["ratio_to"] for r in rs):
-                ax.plot(
-                    [r["n"] for r in rs],
-                    [r["ratio_to"][ref]["median"] for r in rs],
-                    "o" + style,
-                    label=f"{algo}: adam_jax / {ref}",
-                )
+        for impl in ("adam_jax[pytorch]", "adam_jax fused"):
+            rs = [r for r in flat if r["algo"] == algo and r["impl"] == impl]
+            for ref in ("optax", "torch fused"):
+                if rs and all(ref in r["ratio_to"] for r in rs):
+                    ax.plot(
+                        [r["n"] for r in rs],
+                        [r["ratio_to"][ref]["median"] for r in rs],
+                        ("s" if "fused" in impl else "o") + style,
+                        label=f"{algo}: {impl} / {ref}",
+                    )
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set(
         xscale="log",
         xlabel="fp32 params",
         ylabel="median per-repetition time ratio",
-        title="adam_jax[pytorch] relative time (<1 is faster)",
+        title="adam_jax relative time (<1 is faster)",
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
