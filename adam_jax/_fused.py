@@ -164,19 +164,19 @@ def fused_adam(
                 )
         if amsgrad and state.nu_max is None:
             raise ValueError("amsgrad=True needs a state with nu_max; use this optimizer's init.")
-        p, g, m, v = (jax.tree.leaves(t) for t in (params, grads, state.mu, state.nu))
-        arrays = [p, g, m, v] + ([treedef.flatten_up_to(state.nu_max)] if amsgrad else [])
-        for name, leaves in zip(
-            ("params", "grads", "state.mu", "state.nu", "state.nu_max"), arrays, strict=False
-        ):
+        trees = [params, grads, state.mu, state.nu] + ([state.nu_max] if amsgrad else [])
+        names = ("params", "grads", "state.mu", "state.nu", "state.nu_max")
+        arrays = [treedef.flatten_up_to(t) for t in trees]
+        _check_platform(arrays[0])
+        for name, leaves in zip(names, arrays, strict=False):
             _check_float32(name, leaves)
-        for i, leaves in enumerate(arrays[1:]):
-            for a, b in zip(p, leaves, strict=True):
-                if a.shape != b.shape:
+            for x, p in zip(leaves, arrays[0], strict=True):
+                if jnp.shape(x) != jnp.shape(p):
                     raise ValueError(
-                        f"shape mismatch between params and array {i + 1}: {a.shape} vs {b.shape}."
+                        f"{name} has a leaf of shape {jnp.shape(x)} where params has "
+                        f"{jnp.shape(p)}."
                     )
-        _check_platform(p)
+        arrays = [[jnp.asarray(x) for x in leaves] for leaves in arrays]
 
         f32 = jnp.float32
         count = _numerics.safe_increment(state.count)
@@ -207,7 +207,7 @@ def fused_adam(
             ]
         )
         outputs = _call_kernel(scalars, arrays, amsgrad)
-        n = len(p)
+        n = len(arrays[0])
         new_p, new_m, new_v = (outputs[i * n : (i + 1) * n] for i in range(3))
         new_state = ScaleByAdamState(
             count=count,
@@ -252,7 +252,10 @@ def _check_float32(name: str, leaves) -> None:
 
 def _check_platform(leaves) -> None:
     platforms = {
-        d.platform for x in leaves if not isinstance(x, jax.core.Tracer) for d in x.devices()
+        d.platform
+        for x in leaves
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+        for d in x.devices()
     }
     if not platforms:
         platforms = {jax.default_backend()}

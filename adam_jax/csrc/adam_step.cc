@@ -138,6 +138,9 @@ __attribute__((always_inline)) inline void UpdateLeaf(const float* s, const Leaf
 #undef ADAM_JAX_DISPATCH
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// The library is built on the machine that runs it, but without -march=native: the choice
+// between the AVX2+FMA loop and the baseline (SSE2 on x86-64) is made at run time.
 __attribute__((target("avx2,fma"))) void UpdateAvx2Fma(const float* s, const Leaf& leaf,
                                                        int64_t begin, int64_t end) {
   UpdateLeaf<true>(s, leaf, begin, end);
@@ -147,9 +150,12 @@ void UpdateBaseline(const float* s, const Leaf& leaf, int64_t begin, int64_t end
   UpdateLeaf<false>(s, leaf, begin, end);
 }
 
-// The library is built on the machine that runs it, but without -march=native: the choice
-// between the AVX2+FMA loop and the baseline (SSE2 on x86-64) is made at run time.
-const bool kHaveAvx2Fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+bool HaveAvx2Fma() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+const bool kHaveAvx2Fma = HaveAvx2Fma();
 
 void Update(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
   if (kHaveAvx2Fma) {
@@ -158,6 +164,16 @@ void Update(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
     UpdateBaseline(s, leaf, begin, end);
   }
 }
+#else
+// Elsewhere (e.g. AArch64) the baseline has FMA when __FP_FAST_FMAF says so.
+void Update(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
+#ifdef __FP_FAST_FMAF
+  UpdateLeaf<true>(s, leaf, begin, end);
+#else
+  UpdateLeaf<false>(s, leaf, begin, end);
+#endif
+}
+#endif
 
 struct Work {
   float scalars[kNumScalars];
@@ -197,8 +213,8 @@ ffi::Error AdamStepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
     for (int64_t a = 0; a < arrays; ++a) {
       auto buf = args.get<ffi::Buffer<ffi::F32>>(a * n_leaves + i);
       if (buf.has_error()) return buf.error();
-      if (a == 0) n = buf->element_count();
-      if (buf->element_count() != n) {
+      if (a == 0) n = static_cast<int64_t>(buf->element_count());
+      if (static_cast<int64_t>(buf->element_count()) != n) {
         return ffi::Error::InvalidArgument("adam_jax_step: leaf sizes differ");
       }
       in[a] = buf->typed_data();
