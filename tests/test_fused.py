@@ -203,3 +203,11 @@ def test_validates_hyperparameters():
     fused = adam_jax.fused_adam()
     with pytest.raises(ValueError, match="grads's tree does not match"):
         fused.step({"a": jnp.zeros(2)}, {"b": jnp.zeros(2)}, fused.init({"a": jnp.zeros(2)}))
+
+
+def test_missing_compiler_is_named(monkeypatch):
+    from adam_jax import _fused
+
+    monkeypatch.setenv("CXX", "no-such-compiler-adam-jax")
+    with pytest.raises(RuntimeError, match="'no-such-compiler-adam-jax' was not found"):
+        _fused._build()
