@@ -11,6 +11,8 @@ from the same weights and data and runs the same 500 steps:
   500 times from Python; the losses stay on the device until the end.
 - ``jax jit-step, loss.item()``: the same, fetching every loss as the seed prints it.
 - ``jax scan``: all 500 steps in one jitted ``lax.scan``, as ``scripts/train.py`` runs them.
+- ``jax scan, fused_adam``: the same with ``adam_jax.fused_adam(amsgrad=True)`` (the opt-in
+  one-pass CPU kernel) in place of ``adam_jax.amsgrad`` and ``apply_updates``.
 - ``floor fwd+bwd``: the scan's forward and backward passes alone, no optimizer (each step's input
   is scaled by a runtime 1.0 so XLA cannot hoist the work out of the loop).
   Its time and the FLOP count of a step (2*64*1000*100 for the first layer forward, as much for
@@ -76,6 +78,7 @@ def jax_variants(arrays, steps):
     x, y = jnp.asarray(arrays["x"]), jnp.asarray(arrays["y"])
     names = ("w1", "b1", "w2", "b2")
     opt = adam_jax.amsgrad(LR, eps=EPS)
+    fused = adam_jax.fused_adam(LR, eps=EPS, amsgrad=True)
 
     def fresh():
         params = {k: jnp.array(arrays[k]) for k in names}
@@ -86,15 +89,25 @@ def jax_variants(arrays, steps):
         updates, opt_state = opt.update(grads, opt_state, params)
         return jax.tree.map(jnp.add, params, updates), opt_state, loss
 
+    def fused_step(params, opt_state):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        return *fused.step(params, grads, opt_state), loss
+
     jit_step = jax.jit(step, donate_argnums=(0, 1))
 
-    @partial(jax.jit, donate_argnums=(0, 1))
-    def scan(params, opt_state):
-        def body(carry, _):
-            params, opt_state, loss = step(*carry)
-            return (params, opt_state), loss
+    def make_scan(step):
+        @partial(jax.jit, donate_argnums=(0, 1))
+        def scan(params, opt_state):
+            def body(carry, _):
+                params, opt_state, loss = step(*carry)
+                return (params, opt_state), loss
 
-        return jax.lax.scan(body, (params, opt_state), length=steps)
+            return jax.lax.scan(body, (params, opt_state), length=steps)
+
+        return scan
+
+    scan = make_scan(step)
+    scan_fused = make_scan(fused_step)
 
     @jax.jit
     def floor_fwd_bwd(params, scales):
@@ -112,6 +125,9 @@ def jax_variants(arrays, steps):
     t0 = time.perf_counter()
     scan.lower(p, s).compile()
     compile_s["jax scan"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scan_fused.lower(p, fused.init(p)).compile()
+    compile_s["jax scan, fused_adam"] = time.perf_counter() - t0
     scales = jnp.ones(steps)
 
     box = {}
@@ -128,8 +144,13 @@ def jax_variants(arrays, steps):
             losses.append(float(loss) if fetch else loss)
         box["p"], box["s"], box["losses"] = p, s, losses
 
-    def run_scan():
-        (box["p"], box["s"]), box["losses"] = scan(box["p"], box["s"])
+    def prepare_fused():
+        box["p"], _ = fresh()
+        box["s"] = fused.init(box["p"])
+        jax.block_until_ready(box)
+
+    def run_scan(fn):
+        (box["p"], box["s"]), box["losses"] = fn(box["p"], box["s"])
 
     def run_floor(fn):
         box["out"] = fn(box["p"], scales)
@@ -140,7 +161,8 @@ def jax_variants(arrays, steps):
     variants = {
         "jax jit-step": (prepare, lambda: run_loop(False), sync),
         "jax jit-step, loss.item()": (prepare, lambda: run_loop(True), sync),
-        "jax scan": (prepare, run_scan, sync),
+        "jax scan": (prepare, lambda: run_scan(scan), sync),
+        "jax scan, fused_adam": (prepare_fused, lambda: run_scan(scan_fused), sync),
         "floor fwd+bwd": (prepare, lambda: run_floor(floor_fwd_bwd), sync),
     }
     for prep, run, sy in variants.values():  # compile and warm up
@@ -253,6 +275,11 @@ def main(argv=None):
     jv["jax scan"][0]()
     jv["jax scan"][1]()
     jax_losses = np.asarray(jbox["losses"])
+    jv["jax scan, fused_adam"][0]()
+    jv["jax scan, fused_adam"][1]()
+    fused_losses = np.asarray(jbox["losses"])
+    fused_agree = float(np.max(np.abs(fused_losses - jax_losses) / np.abs(jax_losses)))
+    print(f"fused_adam vs adam_jax.amsgrad losses, max relative difference: {fused_agree:.2e}")
     tv[f"torch default, {threads[-1]} thr"][0]()
     tv[f"torch default, {threads[-1]} thr"][1]()
     torch_losses = np.asarray(tbox["losses"])
@@ -325,6 +352,7 @@ def main(argv=None):
             "torch_threads": threads,
         },
         "losses_max_rel_diff_first_100_steps_jax_scan_vs_torch": agree,
+        "losses_max_rel_diff_fused_adam_vs_jax_scan": fused_agree,
         "fastest_torch": fastest_torch,
         "flop_per_step": FLOP_PER_STEP,
         "floor_gflops": gflops,
