@@ -10,9 +10,15 @@ import pytest
 
 import adam_jax
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("g++") is None, reason="fused_adam builds its kernel with g++, not found"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("g++") is None, reason="fused_adam builds its kernel with g++, not found"
+    ),
+    pytest.mark.skipif(
+        jax.default_backend() != "cpu",
+        reason="fused_adam runs on the CPU only (test_other_platforms_raise checks the error)",
+    ),
+]
 
 CONVENTIONS = ("pytorch", "optax", "keras", "paper")
 
@@ -211,3 +217,14 @@ def test_missing_compiler_is_named(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-adam-jax")
     with pytest.raises(RuntimeError, match="'no-such-compiler-adam-jax' was not found"):
         _fused._build()
+
+
+def test_other_platforms_raise(monkeypatch):
+    from adam_jax import _fused
+
+    monkeypatch.setattr(_fused.jax, "default_backend", lambda: "gpu")
+    fused = adam_jax.fused_adam()
+    params = jnp.zeros(3)
+    state = fused.init(params)
+    with pytest.raises(RuntimeError, match=r"CPU only, got arrays on \['gpu'\]; use adam_jax.adam"):
+        jax.jit(fused.step)(params, params, state)
