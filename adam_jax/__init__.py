@@ -18,12 +18,14 @@ __version__ = "0.1.0"
 __all__ = [
     "CONVENTIONS",
     "Convention",
+    "FusedAdam",
     "ScaleByAdamState",
     "adam",
     "adam_atan2",
     "adamw",
     "amsgrad",
     "epsilon_report",
+    "fused_adam",
     "scale_by_adam",
     "scale_by_adam_atan2",
 ]
