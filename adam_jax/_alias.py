@@ -81,8 +81,7 @@ def adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_range("learning_rate", learning_rate)
-    _validation.check_range("weight_decay", weight_decay)
+    _validation.check_optimizer(learning_rate, weight_decay)
     direction = scale_by_adam(
         b1,
         b2,

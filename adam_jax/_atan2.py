@@ -1,6 +1,5 @@
 """Adam-atan2: Adam without epsilon, ``scale_by_adam_atan2`` and ``adam_atan2``."""
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -85,12 +84,9 @@ def scale_by_adam_atan2(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
-    _validation.check_range("b1", b1, high=1.0, high_inclusive=False)
-    _validation.check_range("b2", b2, high=1.0, high_inclusive=False)
-    _check_positive("a", a)
-    _check_positive("b", b)
-    if not isinstance(amsgrad, bool):
-        raise ValueError(f"amsgrad must be a bool, got {amsgrad!r}.")
+    _validation.check_moments(b1, b2, amsgrad)
+    _validation.check_positive("a", a)
+    _validation.check_positive("b", b)
 
     def scalars(bc1, bc2):
         return _Atan2Scalars(jnp.ones_like(bc1), bc1, bc2)
@@ -190,8 +186,7 @@ def adam_atan2(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_range("learning_rate", learning_rate)
-    _validation.check_range("weight_decay", weight_decay)
+    _validation.check_optimizer(learning_rate, weight_decay)
     return _chain.optimizer_chain(
         scale_by_adam_atan2(
             b1, b2, a=a, b=b, amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype
@@ -201,13 +196,6 @@ def adam_atan2(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
     )
-
-
-def _check_positive(name: str, value) -> None:
-    """Raises ValueError unless ``0 < value < inf`` (traced values pass)."""
-    x = _validation._static_value(value)
-    if x is not None and not 0 < x < math.inf:
-        raise ValueError(f"{name} must be in (0, inf), got {value!r}.")
 
 
 def _check_real(tree) -> None:

@@ -127,20 +127,12 @@ def fused_adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_range("learning_rate", learning_rate)
-    _validation.check_range("weight_decay", weight_decay)
-    _validation.check_range("b1", b1, high=1.0, high_inclusive=False)
-    _validation.check_range("b2", b2, high=1.0, high_inclusive=False)
-    _validation.check_eps("eps", eps)
-    _validation.check_range("eps_root", eps_root)
+    _validation.check_optimizer(learning_rate, weight_decay)
+    _validation.check_moments(b1, b2, amsgrad)
+    _validation.check_epsilons(eps, eps_root)
+    _validation.check_bool("decoupled_weight_decay", decoupled_weight_decay)
+    _validation.check_bool("maximize", maximize)
     conv = _conventions.get_convention(convention)
-    for name, flag in (
-        ("amsgrad", amsgrad),
-        ("decoupled_weight_decay", decoupled_weight_decay),
-        ("maximize", maximize),
-    ):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be a bool, got {flag!r}.")
     decays = _chain.is_nonzero(weight_decay)
 
     def init_fn(params):

@@ -103,13 +103,9 @@ def scale_by_adam(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
     """
-    _validation.check_range("b1", b1, high=1.0, high_inclusive=False)
-    _validation.check_range("b2", b2, high=1.0, high_inclusive=False)
-    _validation.check_eps("eps", eps)
-    _validation.check_range("eps_root", eps_root)
+    _validation.check_moments(b1, b2, amsgrad)
+    _validation.check_epsilons(eps, eps_root)
     conv = _conventions.get_convention(convention)
-    if not isinstance(amsgrad, bool):
-        raise ValueError(f"amsgrad must be a bool, got {amsgrad!r}.")
 
     def scalars(bc1, bc2):
         return _conventions.step_coefficients(conv, amsgrad, bc1, bc2)

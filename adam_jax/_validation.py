@@ -49,3 +49,35 @@ def check_eps(name: str, value) -> None:
             f"{name}={value!r} rounds to 0 in float32; use 0 or a value of at "
             f"least {np.finfo(np.float32).smallest_subnormal:g}."
         )
+
+
+def check_positive(name: str, value) -> None:
+    """Raises ValueError unless ``0 < value < inf``."""
+    x = _static_value(value)
+    if x is not None and not 0 < x < math.inf:
+        raise ValueError(f"{name} must be in (0, inf), got {value!r}.")
+
+
+def check_bool(name: str, value) -> None:
+    """Raises ValueError unless ``value`` is a bool (a static flag)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}.")
+
+
+def check_moments(b1, b2, amsgrad) -> None:
+    """The arguments every Adam-type direction shares."""
+    check_range("b1", b1, high=1.0, high_inclusive=False)
+    check_range("b2", b2, high=1.0, high_inclusive=False)
+    check_bool("amsgrad", amsgrad)
+
+
+def check_epsilons(eps, eps_root) -> None:
+    """Adam's ``eps`` (outside the square root) and ``eps_root`` (inside)."""
+    check_eps("eps", eps)
+    check_range("eps_root", eps_root)
+
+
+def check_optimizer(learning_rate, weight_decay) -> None:
+    """The arguments every optimizer (direction, decay, learning rate) shares."""
+    check_range("learning_rate", learning_rate)
+    check_range("weight_decay", weight_decay)
