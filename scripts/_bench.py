@@ -113,6 +113,16 @@ def write_json(path: str, obj) -> None:
         f.write("\n")
 
 
+def save(args, result: dict, draw=None) -> None:
+    """Writes ``result`` to ``args.json`` and, with ``draw(path)``, the plot to ``args.png``."""
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if draw is not None and args.png:
+        draw(args.png)
+        print(f"wrote {args.png}")
+
+
 def fmt_time(s: float) -> str:
     """Seconds as a short string in us or ms."""
     return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms"

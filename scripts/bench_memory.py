@@ -150,9 +150,7 @@ def main(argv=None):
                     f"{r['kernels_per_array']:8.2f} {r['hlo_bytes_per_param']:11.2f}"
                 )
     result = {"machine": info, "state_bytes_per_param": state_rows, "step": step_rows}
-    if args.json:
-        _bench.write_json(args.json, result)
-        print(f"wrote {args.json}")
+    _bench.save(args, result)
     return result
 
 

@@ -358,12 +358,7 @@ def main(argv=None):
         "floor_gflops": gflops,
         "rows": rows,
     }
-    if args.json:
-        _bench.write_json(args.json, result)
-        print(f"wrote {args.json}")
-    if args.png:
-        plot(rows, args.png)
-        print(f"wrote {args.png}")
+    _bench.save(args, result, lambda path: plot(rows, path))
     return result
 
 

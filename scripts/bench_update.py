@@ -436,12 +436,7 @@ def main(argv=None):
         },
         "rows": all_rows,
     }
-    if args.json:
-        _bench.write_json(args.json, result)
-        print(f"wrote {args.json}")
-    if args.png:
-        plot(all_rows, args.png)
-        print(f"wrote {args.png}")
+    _bench.save(args, result, lambda path: plot(all_rows, path))
     return result
 
 
