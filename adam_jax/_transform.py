@@ -150,7 +150,8 @@ def scale_by_moments(
         def zeros(requested, real):
             def make(p):
                 dtype = _numerics.moment_dtype(p, requested)
-                return jnp.zeros(p.shape, _numerics.real_dtype(dtype) if real else dtype)
+                # zeros_like keeps the param's sharding (and memory kind); zeros(shape) would not.
+                return jnp.zeros_like(p, _numerics.real_dtype(dtype) if real else dtype)
 
             return jax.tree.map(make, params)
 
