@@ -1,0 +1,175 @@
+"""Param groups: one description, from which the optax optimizer and each framework's follow."""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from adam_jax import _alias, _conventions
+from adam_jax.interop._tree import Path, key_str, leaves_by_path, path_str
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamHyperparams:
+    """The hyperparameters of one param group: the arguments of :func:`adam_jax.adam`.
+
+    Validated at construction (by building the optimizer). The learning rate is
+    a constant: frameworks keep a schedule's state outside the optimizer's
+    (``torch.optim.lr_scheduler``), so a converted run continues with the
+    group's current learning rate.
+    """
+
+    learning_rate: float
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    eps_root: float = 0.0
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
+    amsgrad: bool = False
+    maximize: bool = False
+    convention: str = "pytorch"
+
+    def __post_init__(self):
+        self.optimizer()
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """``adam_jax.adam`` with these hyperparameters."""
+        return _alias.adam(
+            self.learning_rate,
+            self.b1,
+            self.b2,
+            self.eps,
+            self.eps_root,
+            amsgrad=self.amsgrad,
+            convention=self.convention,
+            weight_decay=self.weight_decay,
+            decoupled_weight_decay=self.decoupled_weight_decay,
+            maximize=self.maximize,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """Params that share hyperparameters, as a framework's param group.
+
+    Attributes:
+      hyperparams: the group's :class:`AdamHyperparams`.
+      paths: the params in the group, as paths of the params tree, in the
+        framework's order (``torch.optim``'s parameter indices follow it).
+    """
+
+    hyperparams: AdamHyperparams
+    paths: tuple[Path, ...]
+
+
+def group_label(index: int) -> str:
+    """The ``optax.partition`` label of the ``index``-th group."""
+    return f"group{index}"
+
+
+def build_optimizer(groups: Sequence[ParamGroup], params) -> optax.GradientTransformation:
+    """One optax optimizer for every group: ``adam_jax.adam``, or ``optax.partition`` of them.
+
+    Args:
+      groups: the param groups; every leaf of ``params`` must be in exactly one.
+      params: the params tree the optimizer will update.
+
+    Returns:
+      The group's ``adam_jax.adam`` when there is one group, else
+      ``optax.partition`` of one ``adam_jax.adam`` per group, labelled
+      ``"group0"``, ``"group1"``, ... by params path.
+
+    Raises:
+      ValueError: naming the first params leaf in no group or in two, or a
+        group's path that is not in ``params``.
+    """
+    if not groups:
+        raise ValueError("there must be at least one param group.")
+    label_of: dict[Path, str] = {}
+    for i, group in enumerate(groups):
+        for path in group.paths:
+            if path in label_of:
+                raise ValueError(
+                    f"'{path_str(path)}' is in param group {label_of[path]} and in "
+                    f"{group_label(i)}."
+                )
+            label_of[path] = group_label(i)
+    leaves = set(leaves_by_path(params))
+    for path in label_of:
+        if path not in leaves:
+            raise ValueError(f"param group path '{path_str(path)}' is not in the params tree.")
+    for path in leaves:
+        if path not in label_of:
+            raise ValueError(f"params leaf '{path_str(path)}' is in no param group.")
+    if len(groups) == 1:
+        return groups[0].hyperparams.optimizer()
+
+    def labels(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda kp, _: label_of[tuple(key_str(k) for k in kp)], tree
+        )
+
+    transforms = {group_label(i): g.hyperparams.optimizer() for i, g in enumerate(groups)}
+    return optax.partition(transforms, labels)
+
+
+def check_same_optimizer(hp: AdamHyperparams, convention: str, framework: str) -> None:
+    """Raises unless ``hp``'s run continues as the same optimizer in ``convention``.
+
+    Derived from the conventions table: the AMSGrad maximum means the same thing
+    in both (``max_of_corrected``), and the step is the same (``epsilon_hat``,
+    and with AMSGrad ``amsgrad_bias_correction``).
+    """
+    ours = _conventions.get_convention(hp.convention)
+    theirs = _conventions.get_convention(convention)
+    if hp.amsgrad and ours.max_of_corrected != theirs.max_of_corrected:
+        if ours.max_of_corrected:
+            what, approx = (
+                "the maximum of the bias-corrected second moment, max_s v_s / (1 - b2^s)",
+                "nu_max * (1 - b2^t) is an upper bound of the raw maximum max_s v_s (equal only "
+                "if the maximum was reached at the last step t), so the continued run would "
+                "divide by a larger denominator and take smaller steps until v_t overtakes it",
+            )
+        else:
+            what, approx = (
+                "the maximum of the raw second moment, max_s v_s",
+                "nu_max / (1 - b2^t) is a lower bound of the corrected maximum "
+                "max_s v_s / (1 - b2^s) (early steps have small 1 - b2^s), so the continued "
+                "run would take larger steps than the original would have",
+            )
+        raise ValueError(
+            f"cannot convert an AMSGrad state in convention {hp.convention!r} to {framework} "
+            f"(convention {convention!r}) exactly: {hp.convention!r} keeps {what}, and the "
+            f"other maximum cannot be recovered from it. An approximate conversion would "
+            f"change the trajectory: {approx}."
+        )
+    if ours.epsilon_hat != theirs.epsilon_hat or (
+        hp.amsgrad and ours.amsgrad_bias_correction != theirs.amsgrad_bias_correction
+    ):
+        raise ValueError(
+            f"a run in convention {hp.convention!r} would continue in {framework} as a "
+            f"different optimizer (convention {convention!r}: see adam_jax.CONVENTIONS); "
+            f"the state would convert, the trajectory would not. To accept that change on "
+            f"purpose, pass hyperparams with convention={convention!r} "
+            "(dataclasses.replace)."
+        )
+
+
+class Converted(NamedTuple):
+    """A run converted into adam_jax.
+
+    Attributes:
+      params: the params tree (nested dicts, by the name map's paths).
+      optimizer: the optax optimizer (``adam_jax.adam``, or ``optax.partition``
+        of one per group), see :func:`build_optimizer`.
+      opt_state: its state, holding the framework's steps and moments.
+      groups: the :class:`ParamGroup` list, to convert back.
+    """
+
+    params: Any
+    optimizer: optax.GradientTransformation
+    opt_state: optax.OptState
+    groups: list[ParamGroup]

@@ -1,0 +1,515 @@
+"""PyTorch: ``nn.Module`` and ``torch.optim.Adam``/``AdamW`` state dicts <-> adam_jax.
+
+``torch.optim.Adam`` is adam_jax's ``convention="pytorch"``: the state dicts'
+``step``, ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` are its
+``count``, ``mu``, ``nu`` and ``nu_max`` (the raw maximum), so a run converts
+exactly, both ways. torch is imported only inside the functions that need it.
+"""
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import optax
+
+from adam_jax._transform import ScaleByAdamState
+from adam_jax.interop import _groups, _tree
+from adam_jax.interop._groups import AdamHyperparams, Converted, ParamGroup
+
+# Param group keys that choose torch's code path or belong to a scheduler: no effect on the maths.
+IGNORED_GROUP_KEYS = frozenset(
+    {"foreach", "fused", "capturable", "differentiable", "initial_lr", "params", "param_names"}
+)
+ADAM_GROUP_KEYS = frozenset(
+    {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"}
+)
+STATE_FIELDS = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
+
+
+def _numpy(tensor, name: str) -> np.ndarray:
+    if not hasattr(tensor, "detach"):
+        raise TypeError(f"'{name}' must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.is_complex():
+        raise ValueError(
+            f"'{name}' is complex: torch.optim.Adam keeps the moments of the real and "
+            "imaginary parts apart (view_as_real), adam_jax keeps |g|^2, so the states differ."
+        )
+    return tensor.detach().cpu().numpy()
+
+
+def _tensor(x: np.ndarray):
+    """A CPU tensor owning a copy of ``x`` (JAX's NumPy views are read-only)."""
+    import torch
+
+    return torch.from_numpy(np.array(x, copy=True, order="C"))
+
+
+def params_from_torch(
+    model_state_dict: Mapping[str, Any],
+    name_map: Mapping[str, Any],
+    *,
+    skip: Sequence[str] = (),
+    dtype=None,
+):
+    """A params tree from an ``nn.Module.state_dict()``, by an explicit name map.
+
+    Args:
+      model_state_dict: ``module.state_dict()``.
+      name_map: torch name -> params path (``"dense1/bias"``) or
+        :class:`adam_jax.interop.Leaf` (``adam_jax.interop.linear("dense1/kernel")``
+        transposes an ``nn.Linear`` weight into a ``flax.nnx.Linear`` kernel).
+      skip: torch names to leave out on purpose (buffers such as BatchNorm's
+        running statistics); every other key must be mapped.
+      dtype: cast every tensor to this dtype; None keeps torch's (float64 needs
+        ``jax_enable_x64``).
+
+    Returns:
+      Nested dicts of JAX arrays, in JAX's layout.
+
+    Raises:
+      ValueError: naming the first key missing from the state dict, the first
+        key neither mapped nor skipped, or a tensor whose shape does not fit.
+    """
+    names = _tree.normalize_name_map(name_map)
+    for name in names:
+        if name not in model_state_dict:
+            raise ValueError(f"the model state dict has no '{name}' (named in name_map).")
+    for name in model_state_dict:
+        if name not in names and name not in skip:
+            raise ValueError(
+                f"the model state dict's '{name}' is not in name_map; map it, or pass "
+                "skip=[...] to leave it out on purpose."
+            )
+    leaves = {
+        leaf.path: _tree.to_jax(
+            leaf.to_jax_layout(_numpy(model_state_dict[name], name), name), f"'{name}'", dtype
+        )
+        for name, leaf in names.items()
+    }
+    return _tree.nested(leaves)
+
+
+def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
+    """An ``nn.Module`` state dict (``load_state_dict``-ready) from a params tree.
+
+    Args:
+      params: the params tree.
+      name_map: as :func:`params_from_torch`; every params leaf must be mapped.
+
+    Returns:
+      torch name -> CPU tensor, in the name map's order and torch's layout.
+    """
+    names = _tree.normalize_name_map(name_map)
+    leaves = _tree.leaves_by_path(params)
+    mapped = {leaf.path for leaf in names.values()}
+    for path in leaves:
+        if path not in mapped:
+            raise ValueError(f"params leaf '{_tree.path_str(path)}' is in no name_map entry.")
+    out = {}
+    for name, leaf in names.items():
+        if leaf.path not in leaves:
+            raise ValueError(
+                f"name_map's '{name}' -> '{_tree.path_str(leaf.path)}' is not in params."
+            )
+        out[name] = _tensor(leaf.from_jax_layout(np.asarray(leaves[leaf.path]), name))
+    return out
+
+
+def hyperparams_from_torch(
+    group: Mapping[str, Any], index: int, decoupled_weight_decay: bool | None = None
+) -> AdamHyperparams:
+    """The :class:`AdamHyperparams` of one ``torch.optim.Adam``/``AdamW`` param group.
+
+    Args:
+      group: an entry of ``state_dict()["param_groups"]``.
+      index: its position, for errors.
+      decoupled_weight_decay: True for AdamW; None reads the group's
+        ``decoupled_weight_decay`` (torch >= 2.6 writes it; AdamW is Adam with it).
+    """
+    unknown = set(group) - ADAM_GROUP_KEYS - IGNORED_GROUP_KEYS
+    if unknown:
+        raise ValueError(
+            f"param group {index} has keys {sorted(unknown)} that torch.optim.Adam/AdamW "
+            "does not have (a different optimizer, such as NAdam?)."
+        )
+    for key in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"):
+        if key not in group:
+            raise ValueError(f"param group {index} has no '{key}'.")
+    decoupled = group.get("decoupled_weight_decay", decoupled_weight_decay)
+    if decoupled is None:
+        raise ValueError(
+            f"param group {index} does not say whether it is Adam or AdamW (no "
+            "'decoupled_weight_decay', torch < 2.6): pass decoupled_weight_decay=."
+        )
+    if decoupled_weight_decay is not None and bool(decoupled) != decoupled_weight_decay:
+        raise ValueError(
+            f"param group {index} has decoupled_weight_decay={decoupled}, but "
+            f"decoupled_weight_decay={decoupled_weight_decay} was passed."
+        )
+    b1, b2 = (float(b) for b in group["betas"])
+    return AdamHyperparams(
+        learning_rate=float(group["lr"]),
+        b1=b1,
+        b2=b2,
+        eps=float(group["eps"]),
+        weight_decay=float(group["weight_decay"]),
+        decoupled_weight_decay=bool(decoupled),
+        amsgrad=bool(group["amsgrad"]),
+        maximize=bool(group["maximize"]),
+        convention="pytorch",
+    )
+
+
+def hyperparams_to_torch(hp: AdamHyperparams) -> dict:
+    """The ``torch.optim.Adam``/``AdamW`` param group keys (without ``params``) of ``hp``.
+
+    Raises:
+      ValueError: when torch's Adam would be a different optimizer (``eps_root``,
+        or a convention whose step or AMSGrad maximum differs; the message says why).
+    """
+    _groups.check_same_optimizer(hp, "pytorch", "torch.optim.Adam")
+    if hp.eps_root != 0:
+        raise ValueError(f"torch.optim.Adam has no eps_root, got eps_root={hp.eps_root}.")
+    return {
+        "lr": hp.learning_rate,
+        "betas": (hp.b1, hp.b2),
+        "eps": hp.eps,
+        "weight_decay": hp.weight_decay,
+        "amsgrad": hp.amsgrad,
+        "maximize": hp.maximize,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "fused": None,
+        "decoupled_weight_decay": hp.decoupled_weight_decay,
+    }
+
+
+def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]]:
+    """The torch names of each group's parameter indices."""
+    if param_names is None and all("param_names" in g for g in groups):
+        return [list(g["param_names"]) for g in groups]
+    if param_names is None:
+        if len(groups) > 1:
+            raise ValueError(
+                "the optimizer state dict has several param groups and no 'param_names' "
+                "(torch writes them when the optimizer is built from named_parameters()): "
+                "pass param_names=, the torch names in the optimizer's parameter order."
+            )
+        # One group built from module.parameters(): the parameters' registration order,
+        # which is the order of the state dict's parameter entries.
+        param_names = [n for n in model_state_dict if n in names]
+    param_names = list(param_names)
+    out, start = [], 0
+    for group in groups:
+        out.append(param_names[start : start + len(group["params"])])
+        start += len(group["params"])
+    if start != len(param_names):
+        raise ValueError(
+            f"the optimizer's param groups hold {start} parameters, but {len(param_names)} "
+            f"names were given (or mapped): {param_names}."
+        )
+    return out
+
+
+def _group_moments(index, group, torch_names, state, names, hp) -> _tree.Moments:
+    """The :class:`_tree.Moments` of one torch param group, checked."""
+    fields = ("mu", "nu", "nu_max") if hp.amsgrad else ("mu", "nu")
+    present = [(i, n) for i, n in zip(group["params"], torch_names, strict=True) if i in state]
+    if not present:  # torch creates a parameter's state at its first step
+        return _tree.Moments(0, {}, {}, {} if hp.amsgrad else None)
+    if len(present) != len(torch_names):
+        missing = next(
+            n for i, n in zip(group["params"], torch_names, strict=True) if i not in state
+        )
+        raise ValueError(
+            f"'{missing}' (param group {index}) has no optimizer state while others have: torch "
+            "creates it at the parameter's first gradient, so it would restart at step 1 "
+            "where one optax step count per group cannot follow. Give it its own param group."
+        )
+    moments = {f: {} for f in fields}
+    count = None
+    for i, name in present:
+        entry = state[i]
+        expected = {"step", *(STATE_FIELDS[f] for f in fields)}
+        if set(entry) != expected:
+            raise ValueError(
+                f"the optimizer state of '{name}' (param group {index}, amsgrad={hp.amsgrad}) "
+                f"has keys {sorted(entry)}, expected {sorted(expected)}."
+            )
+        step = float(entry["step"])
+        if step != int(step) or step < 0:
+            raise ValueError(f"the step of '{name}' is {step}, not a whole number >= 0.")
+        if count is None:
+            count, first = int(step), name
+        elif int(step) != count:
+            raise ValueError(
+                f"'{name}' is at step {int(step)} but '{first}' at step {count}, in param "
+                f"group {index}: one optax step count per group cannot hold both."
+            )
+        leaf = names[name]
+        for f in fields:
+            what = f"{STATE_FIELDS[f]} of '{name}'"
+            moments[f][leaf.path] = leaf.to_jax_layout(_numpy(entry[STATE_FIELDS[f]], what), what)
+    return _tree.Moments(count, moments["mu"], moments["nu"], moments.get("nu_max"))
+
+
+def from_torch(
+    model_state_dict: Mapping[str, Any],
+    optimizer_state_dict: Mapping[str, Any],
+    name_map: Mapping[str, Any],
+    *,
+    param_names: Sequence[str] | None = None,
+    decoupled_weight_decay: bool | None = None,
+    skip: Sequence[str] = (),
+    dtype=None,
+) -> Converted:
+    r"""A PyTorch run (model and ``torch.optim.Adam``/``AdamW`` state) as an adam_jax run.
+
+    Each param group becomes an ``adam_jax.adam(..., convention="pytorch")``
+    with its hyperparameters; several groups are combined with
+    ``optax.partition``. Its state holds torch's ``step`` as ``count``,
+    ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` as ``mu``, ``nu`` and
+    ``nu_max``, moved into JAX's layout as the weights are. Continuing with
+    ``optimizer.update`` takes the steps torch would have taken.
+
+    Args:
+      model_state_dict: ``module.state_dict()``.
+      optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``
+        or ``AdamW``.
+      name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`,
+        see :func:`params_from_torch`.
+      param_names: the torch names of the optimizer's parameters in its order;
+        by default the groups' ``param_names`` (an optimizer built from
+        ``named_parameters()``), or for one group the order of the model state
+        dict (an optimizer built from ``module.parameters()``).
+      decoupled_weight_decay: True for AdamW; by default read from the groups.
+      skip: model state dict keys to leave out (buffers).
+      dtype: cast the weights to this dtype; None keeps torch's.
+
+    Returns:
+      A :class:`adam_jax.interop.Converted`: ``params``, ``optimizer``,
+      ``opt_state`` and ``groups``.
+
+    Raises:
+      ValueError: naming the first key or tensor that does not fit: a missing
+        key, a wrong shape, steps that differ within a group, a group whose
+        parameters are not mapped. Nothing is zero-filled.
+
+    Examples:
+      >>> import torch, adam_jax.interop as interop
+      >>> model = torch.nn.Linear(3, 2)
+      >>> opt = torch.optim.AdamW(model.parameters(), lr=0.1, amsgrad=True)
+      >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
+      >>> run = interop.torch.from_torch(
+      ...     model.state_dict(), opt.state_dict(),
+      ...     {"weight": interop.linear("kernel"), "bias": "bias"})
+      >>> run.params["kernel"].shape, int(run.opt_state[0].count)
+      ((3, 2), 1)
+
+    References:
+      PyTorch, `torch.optim.Adam
+      <https://pytorch.org/docs/stable/generated/torch.optim.Adam.html>`_, 2024.
+    """
+    names = _tree.normalize_name_map(name_map)
+    for key in ("state", "param_groups"):
+        if key not in optimizer_state_dict:
+            raise ValueError(f"the optimizer state dict has no '{key}'.")
+    params = params_from_torch(model_state_dict, names, skip=skip, dtype=dtype)
+    torch_groups = optimizer_state_dict["param_groups"]
+    state = optimizer_state_dict["state"]
+    order = _param_order(torch_groups, param_names, model_state_dict, names)
+    groups, moments = [], []
+    for index, (group, torch_names) in enumerate(zip(torch_groups, order, strict=True)):
+        for name in torch_names:
+            if name not in names:
+                raise ValueError(
+                    f"param group {index} holds '{name}', which name_map does not map."
+                )
+        hp = hyperparams_from_torch(group, index, decoupled_weight_decay)
+        groups.append(ParamGroup(hp, tuple(names[n].path for n in torch_names)))
+        moments.append(_group_moments(index, group, torch_names, state, names, hp))
+    optimizer = _groups.build_optimizer(groups, params)
+    template = optimizer.init(params)
+    find = _tree.match_groups((frozenset(g.paths) for g in groups), "torch param group")
+    by_path = {leaf.path: name for name, leaf in names.items()}
+
+    def source_for(paths):
+        i = find(paths)
+        if moments[i].count == 0:  # a fresh group: torch has no state yet, zeros are torch's init
+            return _fresh(template, paths, moments[i])
+        return moments[i]
+
+    def describe(field, path):
+        return f"{STATE_FIELDS[field]} of '{by_path[path]}'"
+
+    opt_state = _tree.write_moments(template, (ScaleByAdamState,), source_for, describe)
+    return Converted(params, optimizer, opt_state, groups)
+
+
+def _fresh(template, paths, moments: _tree.Moments) -> _tree.Moments:
+    """A group before its first step: the state's own initial values (zeros)."""
+    for state in _tree.find_states(template, (ScaleByAdamState,)):
+        if frozenset(_tree.leaves_by_path(state.mu)) == paths:
+            read = lambda t: {p: np.asarray(x) for p, x in _tree.leaves_by_path(t).items()}  # noqa: E731
+            nu_max = None if state.nu_max is None else read(state.nu_max)
+            return _tree.Moments(0, read(state.mu), read(state.nu), nu_max)
+    raise AssertionError("unreachable: source_for matched these paths")  # pragma: no cover
+
+
+def to_torch(
+    params, opt_state: optax.OptState, groups: Sequence[ParamGroup], name_map: Mapping[str, Any]
+) -> tuple[dict, dict]:
+    """An adam_jax run as ``nn.Module`` and ``torch.optim.Adam``/``AdamW`` state dicts.
+
+    Args:
+      params: the params tree.
+      opt_state: the state of the optimizer built for ``groups`` (by
+        :func:`from_torch` or :func:`adam_jax.interop.build_optimizer`).
+      groups: the :class:`adam_jax.interop.ParamGroup` list; the torch optimizer
+        loading the result must have the same groups, in the same order.
+      name_map: as :func:`from_torch`.
+
+    Returns:
+      ``(model_state_dict, optimizer_state_dict)`` for ``module.load_state_dict``
+      and ``optimizer.load_state_dict``; the optimizer's param groups carry
+      ``param_names`` and every hyperparameter.
+
+    Raises:
+      ValueError: when a group's convention would make torch a different
+        optimizer (optax's AMSGrad maximum; Keras' epsilon), or the state does
+        not match the groups.
+
+    Examples:
+      >>> import jax.numpy as jnp, torch, adam_jax.interop as interop
+      >>> hp = interop.AdamHyperparams(learning_rate=0.1)
+      >>> groups = [interop.ParamGroup(hp, (("w",),))]
+      >>> params = {"w": jnp.ones(2)}
+      >>> opt = interop.build_optimizer(groups, params)
+      >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
+      >>> model_sd, opt_sd = interop.torch.to_torch(params, state, groups, {"w": "w"})
+      >>> float(opt_sd["state"][0]["step"]), opt_sd["param_groups"][0]["param_names"]
+      (1.0, ['w'])
+
+    References:
+      PyTorch, `torch.optim.Optimizer.load_state_dict
+      <https://pytorch.org/docs/stable/generated/torch.optim.Optimizer.load_state_dict.html>`_,
+      2024.
+    """
+    import torch
+
+    names = _tree.normalize_name_map(name_map)
+    model_state_dict = params_to_torch(params, names)
+    by_path = {leaf.path: name for name, leaf in names.items()}
+    found = _tree.read_moments(opt_state, (ScaleByAdamState,))
+    find = _tree.match_groups((frozenset(g.paths) for g in groups), "param group of `groups`")
+    moments_of = {}
+    for m in found:
+        moments_of[find(frozenset(m.mu))] = m
+    torch_groups, state, index = [], {}, 0
+    for i, group in enumerate(groups):
+        if i not in moments_of:
+            raise ValueError(f"param group {i} has no adam_jax state in opt_state.")
+        m = moments_of[i]
+        torch_group = hyperparams_to_torch(group.hyperparams)
+        if (m.nu_max is not None) != group.hyperparams.amsgrad:
+            raise ValueError(f"param group {i}: amsgrad does not match the state.")
+        indices, group_names = [], []
+        for path in group.paths:
+            if path not in by_path:
+                raise ValueError(f"'{_tree.path_str(path)}' (param group {i}) is not in name_map.")
+            name = by_path[path]
+            leaf = names[name]
+            if m.count > 0:  # torch keeps no state before a parameter's first step
+                entry = {"step": torch.tensor(float(m.count), dtype=torch.get_default_dtype())}
+                for f in ("mu", "nu", "nu_max"):
+                    arrays = getattr(m, f)
+                    if arrays is not None:
+                        x = leaf.from_jax_layout(arrays[path], name)
+                        entry[STATE_FIELDS[f]] = _tensor(x)
+                state[index] = entry
+            indices.append(index)
+            group_names.append(name)
+            index += 1
+        torch_groups.append({**torch_group, "params": indices, "param_names": group_names})
+    return model_state_dict, {"state": state, "param_groups": torch_groups}
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    name_map: Mapping[str, Any],
+    *,
+    model_key: str = "model",
+    optimizer_key: str = "optimizer",
+    **kwargs,
+) -> Converted:
+    """Reads ``torch.save({"model": ..., "optimizer": ...}, path)`` as an adam_jax run.
+
+    Args:
+      path: the checkpoint, loaded with ``torch.load(weights_only=True)`` on the CPU.
+      name_map: as :func:`from_torch`.
+      model_key, optimizer_key: the keys of the two state dicts in the file.
+      **kwargs: passed to :func:`from_torch` (``param_names``, ``skip``, ``dtype``,
+        ``decoupled_weight_decay``).
+
+    Returns:
+      :func:`from_torch`'s :class:`adam_jax.interop.Converted`.
+
+    Examples:
+      >>> import os, tempfile, torch, adam_jax.interop as interop
+      >>> model = torch.nn.Linear(2, 1)
+      >>> opt = torch.optim.Adam(model.parameters())
+      >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+      >>> torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
+      >>> run = interop.torch.load_checkpoint(path, {"weight": interop.linear("w"), "bias": "b"})
+      >>> sorted(run.params), int(run.opt_state[0].count)
+      (['b', 'w'], 0)
+
+    References:
+      PyTorch, `Saving and loading a general checkpoint
+      <https://pytorch.org/tutorials/recipes/recipes/saving_and_loading_a_general_checkpoint.html>`_,
+      2024.
+    """
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    for key in (model_key, optimizer_key):
+        if not isinstance(checkpoint, Mapping) or key not in checkpoint:
+            raise ValueError(f"{os.fspath(path)} holds no '{key}' entry.")
+    return from_torch(checkpoint[model_key], checkpoint[optimizer_key], name_map, **kwargs)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    params,
+    opt_state: optax.OptState,
+    groups: Sequence[ParamGroup],
+    name_map: Mapping[str, Any],
+    *,
+    model_key: str = "model",
+    optimizer_key: str = "optimizer",
+) -> None:
+    """Writes :func:`to_torch`'s state dicts with ``torch.save``, under two keys.
+
+    Args:
+      path: the file to write.
+      params, opt_state, groups, name_map: as :func:`to_torch`.
+      model_key, optimizer_key: the keys of the two state dicts in the file.
+    """
+    import torch
+
+    model_state_dict, optimizer_state_dict = to_torch(params, opt_state, groups, name_map)
+    torch.save({model_key: model_state_dict, optimizer_key: optimizer_state_dict}, path)
+
+
+__all__ = [
+    "from_torch",
+    "hyperparams_from_torch",
+    "hyperparams_to_torch",
+    "load_checkpoint",
+    "params_from_torch",
+    "params_to_torch",
+    "save_checkpoint",
+    "to_torch",
+]
