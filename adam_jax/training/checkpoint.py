@@ -1,0 +1,131 @@
+"""Orbax checkpoints of the training state, each with a checksum, and a restore that falls back.
+
+A checkpoint ``DIR/checkpoints/<step>/`` holds three orbax items: ``state``
+(the :class:`~adam_jax.training.loop.TrainState`), ``metrics`` (every metrics
+row up to that step) and ``checksum``: the SHA-256 of the state's arrays
+(dtype, shape and bytes of each leaf, in tree order) and of the rows, computed
+before saving. Restoring recomputes it from what was read, so flipped bytes in
+the data are found even where the decoder accepts them; a checkpoint that
+fails to read (truncated, missing files) or to match is skipped for the next
+older one.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from adam_jax.training.loop import TrainState
+from adam_jax.training.tasks.base import ConfigError
+
+KEEP = 3  # newest checkpoints kept on disk
+DAMAGED_DIR = "checkpoints-damaged"  # where resume moves checkpoints it could not use
+
+
+def checksum(state: TrainState, rows: list) -> str:
+    """SHA-256 of the state's arrays (dtype, shape, bytes per leaf) and of the metrics rows."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(state)):
+        array = np.asarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps(rows, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def manager(out: str):
+    """The orbax manager of ``out/checkpoints`` (synchronous saves, ``KEEP`` kept)."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(out, "checkpoints")), options=options)
+
+
+def save(checkpoints, state: TrainState, rows: list) -> None:
+    """Saves the state, the metrics so far and their checksum under the state's step."""
+    import orbax.checkpoint as ocp
+
+    items = ocp.args.Composite(
+        state=ocp.args.StandardSave(state._asdict()),
+        metrics=ocp.args.JsonSave(rows),
+        checksum=ocp.args.JsonSave({"sha256": checksum(state, rows)}),
+    )
+    checkpoints.save(int(state.step), args=items)
+
+
+class Restored(NamedTuple):
+    """What :func:`restore` found."""
+
+    state: TrainState
+    rows: list  # the metrics rows up to the checkpoint
+    step: int
+    skipped: dict[int, str]  # newer checkpoints that could not be used -> why
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _restore_step(checkpoints, step: int, like: TrainState) -> tuple[TrainState, list]:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like._asdict())
+    items = ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract),
+        metrics=ocp.args.JsonRestore(),
+        checksum=ocp.args.JsonRestore(),
+    )
+    restored = checkpoints.restore(step, args=items)
+    state, rows = TrainState(**restored.state), list(restored.metrics)
+    if restored.checksum.get("sha256") != checksum(state, rows):
+        raise ValueError("checksum mismatch: its data changed after it was written")
+    if int(state.step) != step or len(rows) != step:
+        raise ValueError(f"holds step {int(state.step)} and {len(rows)} metrics rows")
+    return state, rows
+
+
+def restore(out: str, like: TrainState) -> Restored:
+    """The newest sound checkpoint in ``out``, with the structure and dtypes of ``like``.
+
+    Raises:
+      ConfigError: (``--resume``) when ``out`` has no checkpoint that reads
+        back and matches its checksum.
+    """
+    path = os.path.join(out, "checkpoints")
+    if not os.path.isdir(path):
+        raise ConfigError("--resume", f"{out} has no checkpoints/ directory")
+    try:
+        checkpoints = manager(out)
+        steps = sorted(checkpoints.all_steps(), reverse=True)
+    except Exception as e:  # orbax raises many types for a damaged directory
+        raise ConfigError("--resume", f"cannot read {path}: {_first_line(e)}") from e
+    skipped = {}
+    try:
+        for step in steps:
+            try:
+                state, rows = _restore_step(checkpoints, step, like)
+            except Exception as e:  # a damaged checkpoint: any error of orbax or of our checks
+                skipped[step] = _first_line(e)
+                continue
+            return Restored(state, rows, step, skipped)
+    finally:
+        checkpoints.close()
+    found = "; ".join(f"{s}: {why}" for s, why in skipped.items()) or "none finished"
+    raise ConfigError("--resume", f"no usable checkpoint in {path} ({found})")
+
+
+def set_aside(out: str, steps) -> None:
+    """Moves the checkpoints ``steps`` to ``out/checkpoints-damaged/``, out of orbax's way."""
+    for step in steps:
+        source = os.path.join(out, "checkpoints", str(step))
+        if os.path.exists(source):
+            target = os.path.join(out, DAMAGED_DIR, str(step))
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)

@@ -1,0 +1,148 @@
+"""The training step and the scan-chunked loop: pure functions of the state.
+
+``train_step(state, train) -> (state, metrics)`` is the whole step (batch,
+forward, backward, adam_jax update, metrics). ``make_run_chunk`` runs it in one
+jitted, donated ``lax.scan``, so the host is touched once per chunk.
+"""
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from adam_jax.training.tasks.base import Problem
+
+
+class TrainState(NamedTuple):
+    """Everything a step reads and writes; a checkpoint saves exactly this."""
+
+    step: jax.Array  # int32 scalar: steps done
+    params: Any
+    opt_state: Any
+    data_key: jax.Array  # uint32 key data of the minibatch order
+
+
+def init_state(problem: Problem, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    """Step 0: the problem's params, the optimizer's initial state, the data key of ``seed``."""
+
+    @jax.jit
+    def init(params, seed):
+        data_key = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key)
+
+    return init(problem.params, seed)
+
+
+def make_loss_fn(problem: Problem, loss_dtype) -> Callable:
+    """``loss_fn(params, (x, y)) -> (loss, aux)``: the task's loss of the model's predictions,
+    cast to ``loss_dtype``."""
+    loss_dtype = jnp.dtype(loss_dtype)
+
+    def loss_fn(params, batch):
+        x, y = batch
+        pred = nnx.merge(problem.graphdef, params)(x)
+        return problem.loss(pred.astype(loss_dtype), y)
+
+    return loss_fn
+
+
+def make_train_step(
+    problem: Problem,
+    optimizer: optax.GradientTransformation,
+    *,
+    loss_dtype,
+    learning_rate: optax.ScalarOrSchedule,
+    loss_scale: float = 1.0,
+    epsilon_report: Callable | None = None,
+) -> Callable:
+    """The pure step ``train_step(state, train) -> (state, metrics)``.
+
+    Args:
+      problem: the task's problem.
+      optimizer: the optax transformation (an adam_jax optimizer).
+      loss_dtype: dtype of the loss (the model's predictions are cast to it).
+      learning_rate: the optimizer's, logged as ``lr`` (a schedule is
+        evaluated at the step count before the update, as optax does).
+      loss_scale: static loss scale S: gradients of S * loss, divided by S in
+        the params' dtype; 1 is off and adds no arithmetic.
+      epsilon_report: ``opt_state -> dict`` with ``dominated_fraction``,
+        logged as ``eps_dominated``; ``None`` logs nothing.
+
+    Returns:
+      ``train_step``; its metrics are the scalars ``loss`` (before the update),
+      ``lr`` and, with ``epsilon_report``, ``eps_dominated``.
+    """
+    loss_fn = make_loss_fn(problem, loss_dtype)
+
+    def scaled_loss_fn(params, batch):
+        loss, aux = loss_fn(params, batch)
+        return loss * loss_scale, (loss, aux)
+
+    def train_step(state: TrainState, train):
+        batch = problem.batch(train, jax.random.wrap_key_data(state.data_key), state.step)
+        if loss_scale == 1:
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        else:
+            (_, (loss, _)), grads = jax.value_and_grad(scaled_loss_fn, has_aux=True)(
+                state.params, batch
+            )
+            grads = jax.tree.map(lambda g: g / jnp.asarray(loss_scale, g.dtype), grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
+        metrics = {"loss": loss, "lr": jnp.asarray(lr)}
+        if epsilon_report is not None:
+            metrics["eps_dominated"] = epsilon_report(opt_state)["dominated_fraction"]
+        return TrainState(state.step + 1, params, opt_state, state.data_key), metrics
+
+    return train_step
+
+
+def make_run_chunk(train_step: Callable, chunk: int) -> Callable:
+    """``run_chunk(state, train, n) -> (state, metrics, finite)``, jitted, ``state`` donated.
+
+    Runs the first ``n <= chunk`` steps of a ``lax.scan`` of length ``chunk``
+    and skips the rest (their metrics are NaN). The compiled program is the
+    same for every ``n``, so where a run starts or stops does not change a bit
+    of its results. ``metrics`` holds arrays of length ``chunk``; ``finite``
+    says whether every array of the new state is finite.
+    """
+
+    @partial(jax.jit, donate_argnums=0)
+    def run_chunk(state: TrainState, train, n):
+        shapes = jax.eval_shape(train_step, state, train)[1]
+        skipped = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+
+        def body(state, i):
+            return jax.lax.cond(i < n, train_step, lambda s, _: (s, skipped), state, train)
+
+        state, metrics = jax.lax.scan(body, state, jnp.arange(chunk))
+        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(state)]))
+        return state, metrics, finite
+
+    return run_chunk
+
+
+def make_evaluate(problem: Problem, loss_dtype) -> Callable | None:
+    """``evaluate(params, test) -> {"test_<name>": scalar}``, jitted, from the task's
+    ``test_metrics``; ``None`` when the task has no held-out set or metrics."""
+    if problem.test is None or problem.test_metrics is None:
+        return None
+    loss_dtype = jnp.dtype(loss_dtype)
+
+    @jax.jit
+    def evaluate(params, test):
+        pred = nnx.merge(problem.graphdef, params)(test["x"]).astype(loss_dtype)
+        return {f"test_{k}": v for k, v in problem.test_metrics(pred, test["y"]).items()}
+
+    return evaluate
+
+
+def next_stop(step: int, total: int, log_every: int, ckpt_every: int) -> int:
+    """Where the chunk that starts after ``step`` ends: the next multiple of ``log_every``
+    or of ``ckpt_every``, or ``total``, whichever comes first."""
+    return min((step // log_every + 1) * log_every, (step // ckpt_every + 1) * ckpt_every, total)

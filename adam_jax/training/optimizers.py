@@ -1,0 +1,134 @@
+"""The ``--optimizer`` registry, built from adam_jax's public factories.
+
+Each entry maps the run's configuration (its flags) to one adam_jax optimizer.
+Add an entry to ``OPTIMIZERS`` and it is a ``--optimizer`` choice.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import optax
+
+import adam_jax
+from adam_jax.training.tasks.base import ConfigError
+
+# The optimizer's hyperparameter flags: config attribute -> flag. Their values
+# are checked by the factory itself, one flag at a time (see ``check``).
+HYPERPARAMETER_FLAGS = {
+    "lr": "--lr",
+    "b1": "--b1",
+    "b2": "--b2",
+    "eps": "--eps",
+    "eps_root": "--eps-root",
+    "weight_decay": "--weight-decay",
+    "mu_dtype": "--mu-dtype",
+    "nu_dtype": "--nu-dtype",
+    "convention": "--convention",
+}
+EPSILON_FLAGS = ("eps", "eps_root", "convention")  # meaningless without an epsilon
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerEntry:
+    """How to build one ``--optimizer`` choice.
+
+    Attributes:
+      factory: the adam_jax factory.
+      has_epsilon: whether ``--eps``, ``--eps-root`` and ``--convention`` apply
+        (and ``eps_dominated`` is logged).
+    """
+
+    factory: Callable[..., optax.GradientTransformation]
+    has_epsilon: bool
+
+    def kwargs(self, config, learning_rate) -> dict:
+        """The factory's keyword arguments from ``config``; unset flags keep its defaults."""
+        kwargs = {"learning_rate": learning_rate, "b1": config.b1, "b2": config.b2}
+        kwargs |= {"mu_dtype": config.mu_dtype, "nu_dtype": config.nu_dtype}
+        if self.has_epsilon:
+            kwargs |= {"eps": config.eps, "eps_root": config.eps_root}
+            kwargs["convention"] = config.convention
+        if config.weight_decay is not None:
+            kwargs["weight_decay"] = config.weight_decay
+        return kwargs
+
+
+OPTIMIZERS = {
+    "adam": OptimizerEntry(adam_jax.adam, True),
+    "amsgrad": OptimizerEntry(adam_jax.amsgrad, True),
+    "adamw": OptimizerEntry(adam_jax.adamw, True),
+    "adam_atan2": OptimizerEntry(adam_jax.adam_atan2, False),  # Everett et al. (2024)
+}
+
+
+def get_entry(name: str) -> OptimizerEntry:
+    """The entry of ``--optimizer name``; ``ConfigError`` naming the flag if unknown."""
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise ConfigError(
+            "--optimizer", f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}"
+        ) from None
+
+
+def learning_rate(config) -> optax.ScalarOrSchedule:
+    """``--lr`` as a float (``--schedule constant``) or an optax schedule of the step count."""
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.lr, config.decay_steps)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.lr, config.warmup_steps, config.decay_steps, end_value=0.0
+    )
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """The optimizer of ``config.optimizer`` with the run's hyperparameters."""
+    entry = get_entry(config.optimizer)
+    return entry.factory(**entry.kwargs(config, learning_rate(config)))
+
+
+def check(config) -> None:
+    """Builds the optimizer; a value its factory rejects raises ``ConfigError`` naming its flag.
+
+    Each hyperparameter is first passed alone (the others at the factory's
+    defaults), so the flag at fault is known from which call fails, not read
+    from the message; a combination that fails only together is reported
+    against ``--optimizer``.
+    """
+    entry = get_entry(config.optimizer)
+    full = entry.kwargs(config, config.lr)
+    for name, value in full.items():
+        flag = HYPERPARAMETER_FLAGS["lr" if name == "learning_rate" else name]
+        if value is None:
+            continue
+        try:
+            entry.factory(**{name: value})
+        except (ValueError, TypeError) as e:
+            raise ConfigError(flag, str(e)) from e
+    try:
+        make_optimizer(config)
+    except (ValueError, TypeError) as e:
+        raise ConfigError("--optimizer", f"{config.optimizer}: {e}") from e
+
+
+def epsilon_report(config) -> Callable | None:
+    """``opt_state -> adam_jax.epsilon_report(...)`` with the run's settings.
+
+    ``None`` for optimizers without an epsilon. This is the training code's one
+    call of ``adam_jax.epsilon_report``; ``config.eps`` may be traced (the
+    epsilon sweep vmaps over it).
+    """
+    if not get_entry(config.optimizer).has_epsilon:
+        return None
+
+    def report(opt_state) -> dict:
+        return adam_jax.epsilon_report(
+            opt_state,
+            config.eps,
+            convention=config.convention,
+            b2=config.b2,
+            eps_root=config.eps_root,
+        )
+
+    return report
