@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: train test docs serve-docs bench clean
+.PHONY: train test docs serve-docs check-site wheel bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,12 @@ $(VENV)/.test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[train,test,docs]"
 	touch $@
 
-$(VENV)/.docs: pyproject.toml | $(VENV)/bin/python
+# KaTeX (npm) renders the docs' maths at build time (docs/_ext/katex.py).
+$(VENV)/.docs: pyproject.toml docs/_ext/package-lock.json | $(VENV)/bin/python
 	$(PY) -m pip install -q -e ".[docs]"
+	mkdir -p $(VENV)/katex
+	cp docs/_ext/package.json docs/_ext/package-lock.json $(VENV)/katex/
+	npm ci --prefix $(VENV)/katex --no-audit --no-fund --loglevel=error
 	touch $@
 
 train: $(VENV)/.train  ## train the seed's MLP (scripts/train.py)
@@ -34,10 +39,16 @@ docs: $(VENV)/.docs  ## build the docs site into site/
 serve-docs: $(VENV)/.docs  ## serve the docs on http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
 
+check-site: $(VENV)/.docs  ## build the site and open every page in headless Chromium
+	$(PY) scripts/check_site.py
+
+wheel: $(VENV)/.test  ## build the wheel and the sdist into dist/
+	$(PY) -m build --outdir dist .
+
 bench: $(VENV)/.test  ## benchmarks (docs/performance.md): step, training, memory
 	$(PY) scripts/bench_update.py
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_memory.py
 
 clean:
-	rm -rf $(VENV) site runs
+	rm -rf $(VENV) site runs dist build
