@@ -293,7 +293,8 @@ def plot(rows, path):
 
     flat = [r for r in rows if r["case"] != "tree"]
     tree = [r for r in rows if r["case"] == "tree"]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    # Stacked, so that each panel and its legend stay readable at the docs column width.
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 15))
     for ax, algo in zip(axes[:2], ("adam", "amsgrad"), strict=True):
         impls = list(dict.fromkeys(r["impl"] for r in flat if r["algo"] == algo))
         for i, impl in enumerate(impls):
@@ -317,7 +318,7 @@ def plot(rows, path):
             title=f"{'Adam' if algo == 'adam' else 'AMSGrad'} step (★ = many-array tree)",
         )
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     ax = axes[2]
     for algo, style in (("adam", "-"), ("amsgrad", "--")):
         for impl in ("adam_jax[pytorch]", "adam_jax fused"):
@@ -338,7 +339,7 @@ def plot(rows, path):
         title="adam_jax relative time (<1 is faster)",
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
