@@ -116,16 +116,22 @@ def build_optimizer(groups: Sequence[ParamGroup], params) -> optax.GradientTrans
     return optax.partition(transforms, labels)
 
 
-def check_same_optimizer(hp: AdamHyperparams, convention: str, framework: str) -> None:
-    """Raises unless ``hp``'s run continues as the same optimizer in ``convention``.
+def check_same_optimizer(source: str, target: str, amsgrad: bool, where: str) -> None:
+    """Raises unless a run in convention ``source`` continues exactly in ``target``.
 
-    Derived from the conventions table: the AMSGrad maximum means the same thing
-    in both (``max_of_corrected``), and the step is the same (``epsilon_hat``,
-    and with AMSGrad ``amsgrad_bias_correction``).
+    Derived from the conventions table: with AMSGrad the maximum must mean the
+    same thing in both (``max_of_corrected``), and the step must be the same
+    (``epsilon_hat``, and with AMSGrad ``amsgrad_bias_correction``).
+
+    Args:
+      source: the convention of the state being converted.
+      target: the convention it would continue in.
+      amsgrad: whether the run keeps AMSGrad's maximum.
+      where: the conversion, for the message (``"to torch.optim.Adam"``).
     """
-    ours = _conventions.get_convention(hp.convention)
-    theirs = _conventions.get_convention(convention)
-    if hp.amsgrad and ours.max_of_corrected != theirs.max_of_corrected:
+    ours = _conventions.get_convention(source)
+    theirs = _conventions.get_convention(target)
+    if amsgrad and ours.max_of_corrected != theirs.max_of_corrected:
         if ours.max_of_corrected:
             what, approx = (
                 "the maximum of the bias-corrected second moment, max_s v_s / (1 - b2^s)",
@@ -141,20 +147,18 @@ def check_same_optimizer(hp: AdamHyperparams, convention: str, framework: str) -
                 "run would take larger steps than the original would have",
             )
         raise ValueError(
-            f"cannot convert an AMSGrad state in convention {hp.convention!r} to {framework} "
-            f"(convention {convention!r}) exactly: {hp.convention!r} keeps {what}, and the "
-            f"other maximum cannot be recovered from it. An approximate conversion would "
-            f"change the trajectory: {approx}."
+            f"cannot convert an AMSGrad state {where} exactly: convention {source!r} keeps "
+            f"{what}, convention {target!r} the other maximum, which cannot be recovered "
+            f"from it. An approximate conversion would change the trajectory: {approx}."
         )
     if ours.epsilon_hat != theirs.epsilon_hat or (
-        hp.amsgrad and ours.amsgrad_bias_correction != theirs.amsgrad_bias_correction
+        amsgrad and ours.amsgrad_bias_correction != theirs.amsgrad_bias_correction
     ):
         raise ValueError(
-            f"a run in convention {hp.convention!r} would continue in {framework} as a "
-            f"different optimizer (convention {convention!r}: see adam_jax.CONVENTIONS); "
-            f"the state would convert, the trajectory would not. To accept that change on "
-            f"purpose, pass hyperparams with convention={convention!r} "
-            "(dataclasses.replace)."
+            f"a run in convention {source!r} would continue {where} as a different optimizer, "
+            f"convention {target!r} (see adam_jax.CONVENTIONS): the state would convert, the "
+            "trajectory would not. Pass hyperparams in the framework's convention to accept "
+            "that change on purpose."
         )
 
 

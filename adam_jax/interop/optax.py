@@ -1,0 +1,161 @@
+"""optax: ``optax.adam``/``adamw``/``amsgrad`` states <-> adam_jax.
+
+``optax.adam`` and ``optax.amsgrad`` are adam_jax's ``convention="optax"``:
+optax's ``ScaleByAdamState``/``ScaleByAmsgradState`` hold ``count``, ``mu``,
+``nu`` and (AMSGrad) ``nu_max``, the maximum of the *bias-corrected* second
+moment, exactly as adam_jax's state does in that convention. Without AMSGrad,
+optax's Adam is also PyTorch's, so its state continues in any of
+``"pytorch"``, ``"optax"`` and ``"paper"``; with AMSGrad, only in ``"optax"``.
+
+optax states carry no hyperparameters (they live in the closures), so each
+conversion takes the :class:`adam_jax.interop.AdamHyperparams` of the run.
+"""
+
+import optax
+
+from adam_jax._transform import ScaleByAdamState
+from adam_jax.interop import _groups, _tree
+from adam_jax.interop._groups import AdamHyperparams
+
+OPTAX_STATES = (optax.ScaleByAdamState, optax.ScaleByAmsgradState)
+FIELDS = {"mu": "mu", "nu": "nu", "nu_max": "nu_max"}
+
+
+def _single(moments: list[_tree.Moments], what: str) -> _tree.Moments:
+    if len(moments) != 1:
+        raise ValueError(
+            f"{what} holds {len(moments)} Adam states; these conversions take one optimizer "
+            "(for param groups, convert each optax.partition branch on its own)."
+        )
+    return moments[0]
+
+
+def optax_optimizer(hp: AdamHyperparams) -> optax.GradientTransformation:
+    """The optax optimizer of ``hp``: ``optax.adam``/``adamw``/``amsgrad``'s chain.
+
+    ``chain(scale_by_adam or scale_by_amsgrad, [add_decayed_weights],
+    scale_by_learning_rate)``, which is what ``optax.adam``, ``optax.adamw``
+    (without a mask) and ``optax.amsgrad`` build, so its state has their
+    structure; coupled weight decay goes before the direction and ``maximize``
+    adds ``optax.scale(-1)`` first.
+
+    Raises:
+      ValueError: when ``hp``'s convention would make optax a different optimizer.
+    """
+    _groups.check_same_optimizer(hp.convention, "optax", hp.amsgrad, "to optax")
+    scale_by = optax.scale_by_amsgrad if hp.amsgrad else optax.scale_by_adam
+    decays = hp.weight_decay != 0
+    decay = optax.add_decayed_weights(hp.weight_decay)
+    return optax.chain(
+        *([optax.scale(-1.0)] if hp.maximize else []),
+        *([decay] if decays and not hp.decoupled_weight_decay else []),
+        scale_by(hp.b1, hp.b2, hp.eps, hp.eps_root),
+        *([decay] if decays and hp.decoupled_weight_decay else []),
+        optax.scale_by_learning_rate(hp.learning_rate),
+    )
+
+
+def from_optax(
+    opt_state: optax.OptState, hyperparams: AdamHyperparams, params=None
+) -> tuple[optax.GradientTransformation, optax.OptState]:
+    """An ``optax.adam``/``adamw``/``amsgrad`` state as an adam_jax optimizer and state.
+
+    Args:
+      opt_state: the optax optimizer's state (one ``ScaleByAdamState`` or
+        ``ScaleByAmsgradState`` anywhere inside it).
+      hyperparams: the optax optimizer's hyperparameters, in convention
+        ``"optax"`` (or, without AMSGrad, ``"pytorch"``/``"paper"``, the same Adam).
+      params: the params, for the state's dtypes; by default the moments' tree.
+
+    Returns:
+      ``(hyperparams.optimizer(), its state)`` with optax's count and moments.
+
+    Raises:
+      ValueError: when ``hyperparams`` would continue as a different optimizer
+        (an AMSGrad state in convention ``"pytorch"``: the message says why and
+        what an approximation would change), or the trees do not match.
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, adam_jax.interop as interop
+      >>> tx = optax.amsgrad(0.1)
+      >>> params = {"w": jnp.ones(2)}
+      >>> _, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
+      >>> hp = interop.AdamHyperparams(0.1, amsgrad=True, convention="optax")
+      >>> opt, ours = interop.optax.from_optax(state, hp)
+      >>> int(ours[0].count), ours[0].nu_max["w"]
+      (1, Array([1., 1.], dtype=float32))
+
+    References:
+      DeepMind, `optax.amsgrad
+      <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.amsgrad>`_, 2024.
+    """
+    _groups.check_same_optimizer("optax", hyperparams.convention, hyperparams.amsgrad, "from optax")
+    source = _single(_tree.read_moments(opt_state, OPTAX_STATES), "the optax state")
+    optimizer = hyperparams.optimizer()
+    if params is None:
+        params = _tree.find_states(opt_state, OPTAX_STATES)[0].mu
+    template = optimizer.init(params)
+    paths = frozenset(source.mu)
+    find = _tree.match_groups([paths], "tree of the optax state")
+
+    def source_for(state_paths):
+        find(state_paths)
+        return source
+
+    def describe(field, path):
+        return f"optax's {FIELDS[field]} of '{_tree.path_str(path)}'"
+
+    return optimizer, _tree.write_moments(template, (ScaleByAdamState,), source_for, describe)
+
+
+def to_optax(
+    opt_state: optax.OptState, hyperparams: AdamHyperparams, params=None
+) -> tuple[optax.GradientTransformation, optax.OptState]:
+    """An adam_jax state as the matching optax optimizer (see :func:`optax_optimizer`) and state.
+
+    Args:
+      opt_state: the adam_jax optimizer's state (one ``ScaleByAdamState``).
+      hyperparams: its hyperparameters.
+      params: the params, for the state's dtypes; by default the moments' tree.
+
+    Returns:
+      ``(optax optimizer, its state)``; the state also fits ``optax.adam``,
+      ``optax.adamw`` or ``optax.amsgrad`` built with the same hyperparameters.
+
+    Raises:
+      ValueError: for an AMSGrad state in convention ``"pytorch"`` or ``"keras"``
+        (the raw maximum: optax keeps the bias-corrected one, see the message),
+        for Keras' epsilon, or when the trees do not match.
+
+    Examples:
+      >>> import jax.numpy as jnp, adam_jax, adam_jax.interop as interop
+      >>> hp = interop.AdamHyperparams(0.1, convention="optax")
+      >>> params = {"w": jnp.ones(2)}
+      >>> opt = hp.optimizer()
+      >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
+      >>> tx, theirs = interop.optax.to_optax(state, hp)
+      >>> int(theirs[0].count)
+      1
+
+    References:
+      DeepMind, `optax.adam
+      <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.adam>`_, 2024.
+    """
+    tx = optax_optimizer(hyperparams)
+    source = _single(_tree.read_moments(opt_state, (ScaleByAdamState,)), "the adam_jax state")
+    if params is None:
+        params = _tree.find_states(opt_state, (ScaleByAdamState,))[0].mu
+    template = tx.init(params)
+    find = _tree.match_groups([frozenset(source.mu)], "tree of the adam_jax state")
+
+    def source_for(state_paths):
+        find(state_paths)
+        return source
+
+    def describe(field, path):
+        return f"adam_jax's {FIELDS[field]} of '{_tree.path_str(path)}'"
+
+    return tx, _tree.write_moments(template, OPTAX_STATES, source_for, describe)
+
+
+__all__ = ["from_optax", "optax_optimizer", "to_optax"]

@@ -168,7 +168,7 @@ def hyperparams_to_torch(hp: AdamHyperparams) -> dict:
       ValueError: when torch's Adam would be a different optimizer (``eps_root``,
         or a convention whose step or AMSGrad maximum differs; the message says why).
     """
-    _groups.check_same_optimizer(hp, "pytorch", "torch.optim.Adam")
+    _groups.check_same_optimizer(hp.convention, "pytorch", hp.amsgrad, "to torch.optim.Adam")
     if hp.eps_root != 0:
         raise ValueError(f"torch.optim.Adam has no eps_root, got eps_root={hp.eps_root}.")
     return {
