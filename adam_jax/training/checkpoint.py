@@ -1,7 +1,7 @@
 """Orbax checkpoints of the training state, each with a checksum, and a restore that falls back.
 
 A checkpoint ``DIR/checkpoints/<step>/`` holds three orbax items: ``state``
-(the :class:`~adam_jax.training.loop.TrainState`), ``metrics`` (every metrics
+(the :class:`~adam_jax.training.loop.TrainState`), ``rows`` (every metrics
 row up to that step) and ``checksum``: the SHA-256 of the state's arrays
 (dtype, shape and bytes of each leaf, in tree order) and of the rows, computed
 before saving. Restoring recomputes it from what was read, so flipped bytes in
@@ -10,8 +10,10 @@ fails to read (truncated, missing files) or to match is skipped for the next
 older one.
 """
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 from typing import NamedTuple
@@ -51,7 +53,7 @@ def save(checkpoints, state: TrainState, rows: list) -> None:
 
     items = ocp.args.Composite(
         state=ocp.args.StandardSave(state._asdict()),
-        metrics=ocp.args.JsonSave(rows),
+        rows=ocp.args.JsonSave(rows),
         checksum=ocp.args.JsonSave({"sha256": checksum(state, rows)}),
     )
     checkpoints.save(int(state.step), args=items)
@@ -71,22 +73,44 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _restore_step(checkpoints, step: int, like: TrainState) -> tuple[TrainState, list]:
+@contextlib.contextmanager
+def _quiet_absl():
+    """Orbax logs each failed read through absl before raising; the caller reports it."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _restore_step(path: str, like: TrainState) -> tuple[TrainState, list]:
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like._asdict())
     items = ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
-        metrics=ocp.args.JsonRestore(),
+        rows=ocp.args.JsonRestore(),
         checksum=ocp.args.JsonRestore(),
     )
-    restored = checkpoints.restore(step, args=items)
-    state, rows = TrainState(**restored.state), list(restored.metrics)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(os.path.abspath(path), args=items)
+    state, rows = TrainState(**restored.state), list(restored.rows)
     if restored.checksum.get("sha256") != checksum(state, rows):
         raise ValueError("checksum mismatch: its data changed after it was written")
-    if int(state.step) != step or len(rows) != step:
-        raise ValueError(f"holds step {int(state.step)} and {len(rows)} metrics rows")
     return state, rows
+
+
+def steps_on_disk(out: str) -> list[int]:
+    """The steps of the finished checkpoints in ``out``, newest first."""
+    path = os.path.join(out, "checkpoints")
+    found = [
+        int(name)
+        for name in os.listdir(path)
+        if name.isdigit() and os.path.isdir(os.path.join(path, name))
+    ]
+    return sorted(found, reverse=True)
 
 
 def restore(out: str, like: TrainState) -> Restored:
@@ -99,22 +123,17 @@ def restore(out: str, like: TrainState) -> Restored:
     path = os.path.join(out, "checkpoints")
     if not os.path.isdir(path):
         raise ConfigError("--resume", f"{out} has no checkpoints/ directory")
-    try:
-        checkpoints = manager(out)
-        steps = sorted(checkpoints.all_steps(), reverse=True)
-    except Exception as e:  # orbax raises many types for a damaged directory
-        raise ConfigError("--resume", f"cannot read {path}: {_first_line(e)}") from e
     skipped = {}
-    try:
-        for step in steps:
-            try:
-                state, rows = _restore_step(checkpoints, step, like)
-            except Exception as e:  # a damaged checkpoint: any error of orbax or of our checks
-                skipped[step] = _first_line(e)
-                continue
-            return Restored(state, rows, step, skipped)
-    finally:
-        checkpoints.close()
+    for step in steps_on_disk(out):
+        try:
+            with _quiet_absl():
+                state, rows = _restore_step(os.path.join(path, str(step)), like)
+            if int(state.step) != step or len(rows) != step:
+                raise ValueError(f"holds step {int(state.step)} and {len(rows)} metrics rows")
+        except Exception as e:  # a damaged checkpoint: any error of orbax or of our checks
+            skipped[step] = _first_line(e)
+            continue
+        return Restored(state, rows, step, skipped)
     found = "; ".join(f"{s}: {why}" for s, why in skipped.items()) or "none finished"
     raise ConfigError("--resume", f"no usable checkpoint in {path} ({found})")
 

@@ -402,7 +402,7 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
         loss_dtype=config.dtype,
         learning_rate=optimizers.learning_rate(config),
         loss_scale=config.loss_scale,
-        epsilon_report=optimizers.epsilon_report(config),
+        epsilon_report=optimizers.epsilon_report(config, optimizer),
     )
     t0 = time.perf_counter()
     run_chunk = loop.make_run_chunk(train_step, config.log_every)

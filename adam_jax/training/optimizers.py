@@ -112,23 +112,13 @@ def check(config) -> None:
         raise ConfigError("--optimizer", f"{config.optimizer}: {e}") from e
 
 
-def epsilon_report(config) -> Callable | None:
-    """``opt_state -> adam_jax.epsilon_report(...)`` with the run's settings.
+def epsilon_report(config, optimizer) -> Callable | None:
+    """``opt_state -> adam_jax.epsilon_report(opt_state, optimizer)``.
 
     ``None`` for optimizers without an epsilon. This is the training code's one
-    call of ``adam_jax.epsilon_report``; ``config.eps`` may be traced (the
-    epsilon sweep vmaps over it).
+    call of ``adam_jax.epsilon_report``; ``optimizer`` may be built inside a
+    trace from traced hyperparameters (the epsilon sweep vmaps over them).
     """
     if not get_entry(config.optimizer).has_epsilon:
         return None
-
-    def report(opt_state) -> dict:
-        return adam_jax.epsilon_report(
-            opt_state,
-            config.eps,
-            convention=config.convention,
-            b2=config.b2,
-            eps_root=config.eps_root,
-        )
-
-    return report
+    return lambda opt_state: adam_jax.epsilon_report(opt_state, optimizer)

@@ -6,6 +6,7 @@ module plus one line in ``tasks/__init__.py``.
 """
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -20,6 +21,27 @@ class ConfigError(ValueError):
     def __init__(self, flag: str, message: str):
         super().__init__(f"argument {flag}: {message}")
         self.flag = flag
+
+
+def available_memory() -> int:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable, else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(flag: str, nbytes: int, what: str) -> None:
+    """Raises ``ConfigError`` naming ``flag`` when ``what`` needs more than the free memory."""
+    free = available_memory()
+    if nbytes > free:
+        raise ConfigError(
+            flag, f"{what} needs {nbytes / 2**30:.3g} GiB; {free / 2**30:.3g} GiB are free"
+        )
 
 
 class Problem(NamedTuple):

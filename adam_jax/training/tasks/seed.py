@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from adam_jax.training.tasks.base import ConfigError, Problem, Task
+from adam_jax.training.tasks.base import ConfigError, Problem, Task, check_memory
 from adam_jax.training.tasks.mlp import init_mlp
 
 SIZES = 1000, 100, 10  # input, hidden and output sizes; N is --batch-size
@@ -31,9 +31,13 @@ def full_batch(train, data_key, step):
 
 def make_problem(config, dtypes) -> Problem:
     """The seed's model and data: from ``config.init_from`` or drawn with ``config.seed``."""
+    d_in, _, d_out = SIZES
+    # The data is drawn in float64, copied to the device, and its activations are as large.
+    check_memory(
+        "--batch-size", 3 * 8 * config.batch_size * (d_in + d_out), f"N={config.batch_size}"
+    )
     rng = np.random.default_rng(config.seed)
     graphdef, params = init_mlp(config.init, config.seed, SIZES, dtypes, rng)
-    d_in, _, d_out = SIZES
     x = rng.standard_normal((config.batch_size, d_in))
     y = rng.standard_normal((config.batch_size, d_out))
     if config.init_from is not None:
