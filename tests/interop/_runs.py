@@ -95,3 +95,24 @@ def run_torch(model, optimizer, steps: int, dtype: str) -> np.ndarray:
 def relative(ours: np.ndarray, reference: np.ndarray) -> float:
     """Largest ``|ours - ref| / |ref|`` over the steps."""
     return float(np.max(np.abs(ours - reference) / np.abs(reference)))
+
+
+def initial_weights(dtype: str, seed: int = 1) -> dict[str, np.ndarray]:
+    """Initial weights, in Flax's layout, keyed ``"hidden/kernel"`` etc."""
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "hidden/kernel": (D_IN, HIDDEN),
+        "hidden/bias": (HIDDEN,),
+        "out/kernel": (HIDDEN, D_OUT),
+        "out/bias": (D_OUT,),
+    }
+    return {k: (0.5 * rng.normal(size=s)).astype(dtype) for k, s in shapes.items()}
+
+
+def initial_params(dtype: str) -> dict:
+    """``initial_weights`` as a params tree of JAX arrays."""
+    weights = initial_weights(dtype)
+    return {
+        layer: {leaf: jnp.asarray(weights[f"{layer}/{leaf}"]) for leaf in ("kernel", "bias")}
+        for layer in ("hidden", "out")
+    }

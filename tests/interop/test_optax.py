@@ -27,16 +27,9 @@ CASES = {
 }
 
 
-def _params():
-    model = _runs.torch_model("float64")
-    return interop.torch.params_from_torch(model.state_dict(), _runs.NAME_MAP)
-
-
-@pytest.fixture(scope="module")
-def params():
-    pytest.importorskip("torch", reason="the initial weights come from torch.nn.Linear")
-    with jax.enable_x64(True):
-        return _params()
+@pytest.fixture
+def params(x64):
+    return _runs.initial_params("float64")
 
 
 @pytest.mark.parametrize("case", list(CASES))

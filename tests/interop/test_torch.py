@@ -1,5 +1,7 @@
 """PyTorch <-> adam_jax: runs converted mid-way continue on the uninterrupted trajectory."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -31,9 +33,15 @@ def _torch_run(case, dtype, steps):
     return model, optimizer, _runs.run_torch(model, optimizer, steps, dtype)
 
 
+@functools.cache
+def _uninterrupted(case):
+    """torch's own run of BEFORE + AFTER steps in float64."""
+    return _torch_run(case, "float64", BEFORE + AFTER)[2]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_torch_checkpoint_continues_in_jax(case, x64, tmp_path):
-    *_, uninterrupted = _torch_run(case, "float64", BEFORE + AFTER)
+    uninterrupted = _uninterrupted(case)
     model, optimizer, before = _torch_run(case, "float64", BEFORE)
     np.testing.assert_array_equal(before, uninterrupted[:BEFORE])
     path = tmp_path / "run.pt"
@@ -49,7 +57,7 @@ def test_torch_checkpoint_continues_in_jax(case, x64, tmp_path):
 @pytest.mark.parametrize("case", list(CASES))
 def test_jax_run_continues_in_torch(case, x64):
     name, kwargs, bias_group = CASES[case]
-    *_, uninterrupted = _torch_run(case, "float64", BEFORE + AFTER)
+    uninterrupted = _uninterrupted(case)
     # The same hyperparameters as adam_jax param groups, from torch's own state dict.
     init_model, init_opt, _ = _torch_run(case, "float64", 0)
     start = interop.torch.from_torch(init_model.state_dict(), init_opt.state_dict(), _runs.NAME_MAP)

@@ -1,0 +1,141 @@
+"""Keras 3 (JAX backend) <-> adam_jax: runs converted mid-way continue on the same trajectory."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from adam_jax import interop
+
+from . import _runs
+
+keras = pytest.importorskip("keras", reason="the Keras interop tests need keras")
+
+BEFORE, AFTER = 15, 50
+NAME_MAP = {k.replace("/", "_"): k for k in _runs.initial_weights("float64")}
+# name: (optimizer class, options, variable names excluded from weight decay)
+CASES = {
+    "adam": ("Adam", {"learning_rate": 1e-2}, None),
+    "amsgrad": ("Adam", {"learning_rate": 1e-2, "amsgrad": True, "epsilon": 1e-6}, None),
+    "adamw_exclude_bias": (
+        "AdamW",
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "amsgrad": True},
+        ["bias"],
+    ),
+}
+
+
+@pytest.fixture
+def float64(x64):
+    floatx = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx(floatx)
+
+
+def _variables(seed_weights=True):
+    weights = _runs.initial_weights("float64")
+    return [
+        keras.Variable(v if seed_weights else np.zeros_like(v), name=k.replace("/", "_"))
+        for k, v in weights.items()
+    ]
+
+
+def _optimizer(case, variables):
+    name, kwargs, excluded = CASES[case]
+    optimizer = getattr(keras.optimizers, name)(**kwargs)
+    if excluded:
+        optimizer.exclude_from_weight_decay(var_names=excluded)
+    optimizer.build(variables)
+    return optimizer
+
+
+def _run_keras(optimizer, variables, steps):
+    """The real Keras update (``optimizer.apply``); the loss before each step."""
+    x, y = _runs.data("float64")
+
+    def loss(values):
+        return _runs.jax_loss(interop_tree(values), x, y)
+
+    grad = jax.jit(jax.value_and_grad(loss))
+    losses = []
+    for _ in range(steps):
+        value, grads = grad([v.value for v in variables])
+        losses.append(float(value))
+        optimizer.apply(grads, variables)
+    return np.asarray(losses)
+
+
+def interop_tree(values):
+    """Keras variable values in ``_variables`` order as the params tree of ``_runs.jax_loss``."""
+    keys = list(_runs.initial_weights("float64"))
+    flat = dict(zip(keys, values, strict=True))
+    return {
+        layer: {leaf: flat[f"{layer}/{leaf}"] for leaf in ("kernel", "bias")}
+        for layer in ("hidden", "out")
+    }
+
+
+@functools.cache
+def _uninterrupted(case):
+    """Keras' own run of BEFORE + AFTER steps (float64, under the ``float64`` fixture)."""
+    variables = _variables()
+    return _run_keras(_optimizer(case, variables), variables, BEFORE + AFTER)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_keras_run_continues_in_adam_jax(case, float64):
+    uninterrupted = _uninterrupted(case)
+    variables = _variables()
+    optimizer = _optimizer(case, variables)
+    _run_keras(optimizer, variables, BEFORE)
+
+    run = interop.keras.from_keras(optimizer, variables, NAME_MAP)
+    after, *_ = _runs.run_optax(run.params, run.optimizer, run.opt_state, AFTER, "float64")
+
+    assert _runs.relative(after, uninterrupted[BEFORE:]) <= _runs.TOLERANCE["float64"]
+    assert len(run.groups) == (2 if CASES[case][2] else 1)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_adam_jax_run_continues_in_keras(case, float64):
+    uninterrupted = _uninterrupted(case)
+    variables = _variables()
+    start = interop.keras.from_keras(_optimizer(case, variables), variables, NAME_MAP)
+    optimizer = interop.build_optimizer(start.groups, start.params)
+    before, params, opt_state = _runs.run_optax(
+        start.params, optimizer, optimizer.init(start.params), BEFORE, "float64"
+    )
+
+    fresh = _variables(seed_weights=False)
+    keras_optimizer = interop.keras.to_keras(params, opt_state, start.groups, fresh, NAME_MAP)
+    after = _run_keras(keras_optimizer, fresh, AFTER)
+
+    assert _runs.relative(before, uninterrupted[:BEFORE]) <= _runs.TOLERANCE["float64"]
+    assert _runs.relative(after, uninterrupted[BEFORE:]) <= _runs.TOLERANCE["float64"]
+
+
+def test_keras_into_pytorch_is_refused(float64):
+    variables = _variables()
+    run = interop.keras.from_keras(_optimizer("adam", variables), variables, NAME_MAP)
+    with pytest.raises(ValueError, match="convention 'keras'.*different optimizer"):
+        interop.torch.hyperparams_to_torch(run.groups[0].hyperparams)
+
+
+def test_unsupported_options_are_named(float64):
+    variables = _variables()
+    optimizer = keras.optimizers.Adam(1e-2, clipnorm=1.0)
+    optimizer.build(variables)
+    with pytest.raises(ValueError, match="clipnorm=1.0"):
+        interop.keras.from_keras(optimizer, variables, NAME_MAP)
+
+
+def test_unmapped_variable_is_named(float64):
+    variables = _variables()
+    with pytest.raises(ValueError, match="'out_bias' is not in name_map"):
+        interop.keras.from_keras(
+            _optimizer("adam", variables),
+            variables,
+            {k: v for k, v in NAME_MAP.items() if k != "out_bias"},
+        )
