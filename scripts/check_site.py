@@ -57,19 +57,22 @@ CHROMIUM_FLAGS = (  # the flags that work on a machine without network (see the 
 )
 # TeX a renderer should have consumed: delimiters, and a backslash command in prose.
 RAW_TEX = re.compile(r"\\[()\[\]]|\$\$|\\[A-Za-z]{2,}")
+# A Markdown reference link that nothing resolved, such as mkdocstrings' [`name`][name].
+RAW_REFERENCE = re.compile(r"\]\[[\w.]*\]")
 
 # Runs in the page; returns what the checks need as one JSON-able object.
 _INSPECT_JS = r"""
 (() => {
   const vw = document.documentElement.clientWidth;
   const raw = new RegExp(%(raw_tex)s);
+  const reference = new RegExp(%(raw_reference)s);
   const skip = "pre, code, script, style, textarea, annotation, .katex-mathml";
-  const tex = [];
+  const tex = [], refs = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     if (!node.parentElement || node.parentElement.closest(skip)) continue;
-    const match = raw.exec(node.textContent);
-    if (match) tex.push(node.textContent.trim().slice(0, 120));
+    if (raw.test(node.textContent)) tex.push(node.textContent.trim().slice(0, 120));
+    if (reference.test(node.textContent)) refs.push(node.textContent.trim().slice(0, 120));
   }
   for (const el of document.querySelectorAll(".katex-error")) {
     tex.push(el.textContent.slice(0, 120));
@@ -107,6 +110,7 @@ _INSPECT_JS = r"""
     viewport: vw,
     scroll_width: document.documentElement.scrollWidth,
     raw_tex: tex,
+    raw_references: refs,
     wide: wide.slice(0, 10),
     scrolling: scrolling,
     links: [...document.querySelectorAll("a[href]")].map((a) => a.getAttribute("href") && a.href),
@@ -197,7 +201,8 @@ class Browser:
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
         self.evaluate("document.fonts.ready.then(() => new Promise(r => setTimeout(r, 50)))")
-        inspection = self.evaluate(_INSPECT_JS % {"raw_tex": json.dumps(RAW_TEX.pattern)})
+        patterns = {"raw_tex": RAW_TEX.pattern, "raw_reference": RAW_REFERENCE.pattern}
+        inspection = self.evaluate(_INSPECT_JS % {k: json.dumps(v) for k, v in patterns.items()})
         return inspection, self.events
 
     def evaluate(self, expression: str):
@@ -318,6 +323,9 @@ def check(site: Path, pages: list[Path], shots: Path, chromium: str) -> dict[str
                 seen, events = browser.open(origin + name, width)
                 found += [f"{width} px: {p}" for p in event_problems(events, origin)]
                 found += [f"{width} px: raw TeX: {t!r}" for t in seen["raw_tex"]]
+                found += [
+                    f"{width} px: unresolved reference: {t!r}" for t in seen["raw_references"]
+                ]
                 found += [f"{width} px: broken image: {src}" for src in seen["broken_images"]]
                 found += [
                     f"{width} px: image off the site: {src}"
@@ -337,6 +345,9 @@ def check(site: Path, pages: list[Path], shots: Path, chromium: str) -> dict[str
                     f"{len(seen['links'])} links, {len(seen['scrolling'])} boxes scroll sideways",
                     flush=True,
                 )
+                if width == max(WIDTHS):  # fine on a phone; on a desktop worth knowing
+                    for box in seen["scrolling"]:
+                        print(f"    scrolls sideways: {box}")
             link_found, page_anchors = link_problems(seen["links"], site, origin)
             found += link_found
             anchors += page_anchors
@@ -352,13 +363,16 @@ def check(site: Path, pages: list[Path], shots: Path, chromium: str) -> dict[str
 
 def build_site(site: Path) -> None:
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    subprocess.run([str(mkdocs), "build", "--strict", "-q", "-d", str(site)], cwd=ROOT, check=True)
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    command = [str(mkdocs), "build", "--strict", "-q", "-d", str(site)]
+    subprocess.run(command, cwd=ROOT, check=True, env=env)
 
 
 # Pages the checker must fail, each with the text its problem must contain (--self-test).
 PLANTED = {
     "fine.html": ("<p id='top'>Text, <a href='#top'>a link</a>, <code>\\frac</code>.</p>", None),
     "raw_tex.html": ("<p>The step is \\(\\frac{m}{\\sqrt{v}}\\).</p>", "raw TeX"),
+    "raw_reference.html": ("<p>See [<code>adam_jax.gone</code>][adam_jax.gone].</p>", "reference"),
     "console_error.html": ("<script>console.error('planted')</script>", "console.error"),
     "exception.html": ("<script>null.planted()</script>", "uncaught exception"),
     "broken_link.html": ("<a href='missing.html'>gone</a>", "broken link"),
