@@ -183,3 +183,19 @@ def hlo_traffic(compiled_text: str) -> dict[str, int]:
         names = re.findall(r"%([^\s,)]+)", operands)
         traffic += _shape_bytes(shape) + sum(_shape_bytes(shapes.get(o, "")) for o in names)
     return {"kernels": kernels, "bytes": traffic}
+
+
+def transformer_shapes(width: int = 256, layers: int = 12, vocab: int = 1536, context: int = 512):
+    """Parameter shapes of a GPT-like stack: about 150 arrays, 1.0e7 params at the defaults."""
+    shapes = [(vocab, width), (context, width)]
+    for _ in range(layers):
+        shapes += [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,)]
+        shapes += [
+            (width,),
+            (width,),
+            (width, 4 * width),
+            (4 * width,),
+            (4 * width, width),
+            (width,),
+        ]
+    return shapes + [(width,), (width,)]

@@ -29,7 +29,6 @@ import adam_jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench  # noqa: E402
-from bench_update import transformer_shapes  # noqa: E402
 
 
 def optimizers():
@@ -132,7 +131,7 @@ def main(argv=None):
     for r in state_rows:
         print(f"  {r['optimizer']:42s} {r['param_dtype']:9s} {r['bytes']:5.1f}")
 
-    cases = {f"flat {args.size:.0e}": [(int(args.size),)], "tree": transformer_shapes()}
+    cases = {f"flat {args.size:.0e}": [(int(args.size),)], "tree": _bench.transformer_shapes()}
     step_rows = []
     print(
         f"\n{'case':>10} {'optimizer':>17} {'donate':>6} {'args MB':>8} {'out MB':>7} "

@@ -52,22 +52,6 @@ AXPY_BYTES = 12  # read x, y; write y
 LR = 1e-3
 
 
-def transformer_shapes(width: int = 256, layers: int = 12, vocab: int = 1536, context: int = 512):
-    """Parameter shapes of a GPT-like stack: about 150 arrays, 1.0e7 params at the defaults."""
-    shapes = [(vocab, width), (context, width)]
-    for _ in range(layers):
-        shapes += [(width,), (width,), (width, 3 * width), (3 * width,), (width, width), (width,)]
-        shapes += [
-            (width,),
-            (width,),
-            (width, 4 * width),
-            (4 * width,),
-            (4 * width, width),
-            (width,),
-        ]
-    return shapes + [(width,), (width,)]
-
-
 # --- implementations: each returns a callable doing one step and waiting for it -------------
 
 
@@ -397,9 +381,9 @@ def main(argv=None):
     print(f"load average {info['loadavg']}")
 
     tree_shapes = (
-        transformer_shapes(width=64, layers=4, vocab=512, context=128)
+        _bench.transformer_shapes(width=64, layers=4, vocab=512, context=128)
         if args.quick
-        else transformer_shapes()
+        else _bench.transformer_shapes()
     )
     n_tree = int(sum(np.prod(s) for s in tree_shapes))
     tree_with = min(args.sizes, key=lambda n: abs(np.log(n / n_tree)))
