@@ -1,6 +1,8 @@
 """PyTorch <-> adam_jax: runs converted mid-way continue on the uninterrupted trajectory."""
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -76,3 +78,122 @@ def test_jax_run_continues_in_torch(case, x64):
 
     assert _runs.relative(before, uninterrupted[:BEFORE]) <= _runs.TOLERANCE["float64"]
     assert _runs.relative(after, uninterrupted[BEFORE:]) <= _runs.TOLERANCE["float64"]
+
+
+# --- malformed and mismatched state dicts: one clear error, naming the key --------------------
+
+
+@pytest.fixture
+def saved():
+    """Model and optimizer state dicts after 3 steps of AdamW(amsgrad) with a bias group."""
+    name, kwargs, _ = CASES["adamw_amsgrad_groups"]
+    model = _runs.torch_model("float32")
+    optimizer = _runs.torch_optimizer(model, name, kwargs, {"weight_decay": 0.0})
+    _runs.run_torch(model, optimizer, 3, "float32")
+    return model.state_dict(), optimizer.state_dict()
+
+
+def _error(saved, match, name_map=None, **kwargs):
+    model_sd, opt_sd = saved
+    with pytest.raises(ValueError, match=match):
+        interop.torch.from_torch(model_sd, opt_sd, name_map or _runs.NAME_MAP, **kwargs)
+
+
+def test_missing_model_key_is_named(saved):
+    del saved[0]["2.bias"]
+    _error(saved, r"model state dict has no '2\.bias'")
+
+
+def test_unmapped_model_key_is_named_unless_skipped(saved):
+    saved[0]["running_mean"] = torch.zeros(3)
+    _error(saved, "'running_mean' is not in name_map")
+    interop.torch.from_torch(*saved, _runs.NAME_MAP, skip=["running_mean"])
+
+
+def test_wrong_moment_shape_is_named(saved):
+    saved[1]["state"][0]["exp_avg"] = torch.zeros(3, 3)
+    _error(saved, r"exp_avg of '0\.weight' has shape \(3, 3\), expected \(6, 8\)")
+
+
+def test_wrong_weight_layout_is_named(saved):
+    saved[0]["0.bias"] = torch.zeros(2, 4)
+    _error(
+        saved,
+        r"'0\.bias' has shape",
+        {**_runs.NAME_MAP, "0.bias": interop.Leaf("hidden/bias", (0,))},
+    )
+
+
+def test_steps_that_differ_in_a_group_are_named(saved):
+    saved[1]["state"][1]["step"] = torch.tensor(2.0)
+    _error(saved, r"'2\.weight' is at step 2 but '0\.weight' at step 3")
+
+
+def test_fractional_step_is_named(saved):
+    saved[1]["state"][0]["step"] = torch.tensor(2.5)
+    _error(saved, r"step of '0\.weight' is 2\.5")
+
+
+def test_missing_amsgrad_maximum_is_named(saved):
+    del saved[1]["state"][2]["max_exp_avg_sq"]
+    _error(saved, r"optimizer state of '0\.bias'.*expected \['exp_avg', 'exp_avg_sq', 'max_exp")
+
+
+def test_param_without_state_is_not_zero_filled(saved):
+    del saved[1]["state"][3]
+    _error(saved, r"'2\.bias' \(param group 1\) has no optimizer state")
+
+
+def test_group_that_does_not_match_the_tree_is_named(saved):
+    name_map = {**_runs.NAME_MAP}
+    name_map["extra.weight"] = name_map.pop("2.weight")
+    saved[0]["extra.weight"] = saved[0].pop("2.weight")
+    _error(saved, r"param group 0 holds '2\.weight', which name_map does not map", name_map)
+
+
+def test_unnamed_groups_need_param_names(saved):
+    for group in saved[1]["param_groups"]:
+        del group["param_names"]
+    _error(saved, "several param groups and no 'param_names'")
+    _error(saved, "hold 4 parameters, but 3 names", param_names=["0.weight", "2.weight", "0.bias"])
+
+
+def test_other_optimizer_is_refused(saved):
+    saved[1]["param_groups"][0]["momentum_decay"] = 0.004
+    _error(saved, r"keys \['momentum_decay'\].*NAdam")
+
+
+def test_float64_without_x64_is_refused(saved):
+    saved[0]["0.bias"] = saved[0]["0.bias"].double()
+    _error(saved, "'0.bias' is float64, but JAX's 64-bit mode is off")
+
+
+def test_state_and_groups_that_differ_are_named(saved):
+    run = interop.torch.from_torch(*saved, _runs.NAME_MAP)
+    swapped = [
+        run.groups[0],
+        interop.ParamGroup(run.groups[1].hyperparams, run.groups[1].paths[:1]),
+    ]
+    with pytest.raises(ValueError, match="updates the params .* together, which is no param group"):
+        interop.torch.to_torch(run.params, run.opt_state, swapped, _runs.NAME_MAP)
+
+
+def test_round_trip_is_bitwise(saved):
+    run = interop.torch.from_torch(*saved, _runs.NAME_MAP)
+    model_sd, opt_sd = interop.torch.to_torch(run.params, run.opt_state, run.groups, _runs.NAME_MAP)
+    for name, tensor in saved[0].items():
+        assert torch.equal(model_sd[name], tensor), name
+    for index, entry in saved[1]["state"].items():
+        for key, tensor in entry.items():
+            assert torch.equal(opt_sd["state"][index][key], tensor), (index, key)
+    for ours, theirs in zip(opt_sd["param_groups"], saved[1]["param_groups"], strict=True):
+        assert ours == theirs
+
+
+def test_importing_interop_imports_no_framework():
+    code = (
+        "import sys, adam_jax, adam_jax.interop; "
+        "print(sorted({'torch', 'keras', 'flax'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
