@@ -13,7 +13,7 @@ from adam_jax._fused import fused_adam as fused_adam
 from adam_jax._transform import ScaleByAdamState as ScaleByAdamState
 from adam_jax._transform import scale_by_adam as scale_by_adam
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one place the version is written (pyproject reads it)
 
 __all__ = [
     "CONVENTIONS",
