@@ -1,8 +1,9 @@
-"""adam_jax: exact, fast Adam and AMSGrad for JAX, as Optax transformations."""
+"""adam_jax: exact, fast Adam, AMSGrad and NAdam for JAX, as Optax transformations."""
 
 from adam_jax._alias import adam as adam
 from adam_jax._alias import adamw as adamw
 from adam_jax._alias import amsgrad as amsgrad
+from adam_jax._alias import nadam as nadam
 from adam_jax._atan2 import adam_atan2 as adam_atan2
 from adam_jax._atan2 import scale_by_adam_atan2 as scale_by_adam_atan2
 from adam_jax._conventions import CONVENTIONS as CONVENTIONS
@@ -10,6 +11,8 @@ from adam_jax._conventions import Convention as Convention
 from adam_jax._diagnostics import epsilon_report as epsilon_report
 from adam_jax._fused import FusedAdam as FusedAdam
 from adam_jax._fused import fused_adam as fused_adam
+from adam_jax._spec import AdamSpec as AdamSpec
+from adam_jax._spec import Optimizer as Optimizer
 from adam_jax._transform import ScaleByAdamState as ScaleByAdamState
 from adam_jax._transform import scale_by_adam as scale_by_adam
 
@@ -17,8 +20,10 @@ __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject re
 
 __all__ = [
     "CONVENTIONS",
+    "AdamSpec",
     "Convention",
     "FusedAdam",
+    "Optimizer",
     "ScaleByAdamState",
     "adam",
     "adam_atan2",
@@ -26,6 +31,7 @@ __all__ = [
     "amsgrad",
     "epsilon_report",
     "fused_adam",
+    "nadam",
     "scale_by_adam",
     "scale_by_adam_atan2",
 ]

@@ -1,13 +1,20 @@
-"""The optimizers users call: ``adam``, ``amsgrad``, ``adamw``."""
+"""The optimizers users call: ``adam``, ``amsgrad``, ``adamw``, ``nadam``.
 
-from typing import Any
+Each is an explicit signature (``optax.inject_hyperparams`` reads it) over one
+``AdamSpec``; ``tests/test_spec.py`` checks that every argument is a field of
+the spec with the same default, unless the factory's docstring says otherwise.
+"""
+
+from collections.abc import Callable
 
 import jax
 import optax
 
-from adam_jax import _validation
-from adam_jax._chain import optimizer_chain
-from adam_jax._transform import scale_by_adam
+from adam_jax._chain import adam_optimizer
+from adam_jax._conventions import ConventionName
+from adam_jax._spec import AdamSpec, Optimizer
+
+Mask = optax.Params | Callable[[optax.Params], optax.Params] | None
 
 
 def adam(
@@ -18,13 +25,14 @@ def adam(
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
-    convention: str = "pytorch",
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    convention: ConventionName = "pytorch",
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
+    mask: Mask = None,
     maximize: bool = False,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
-) -> optax.GradientTransformation:
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
+) -> Optimizer:
     r"""Adam, AMSGrad and AdamW, in the epsilon convention of your choice.
 
     With :math:`\eta_t` = ``learning_rate`` (a float or an optax schedule of the
@@ -43,23 +51,32 @@ def adam(
     ``convention="pytorch"`` is ``torch.optim.Adam(..., amsgrad=amsgrad)``.
 
     Args:
-      learning_rate: :math:`\eta`, >= 0, or a schedule ``count -> lr``.
-      b1: decay of the first moment, in [0, 1).
-      b2: decay of the second moment, in [0, 1).
+      learning_rate: :math:`\eta`, finite, >= 0, or a schedule ``count -> lr``.
+      b1: decay of the first moment, in [0, 1) (and below 1 in float32).
+      b2: decay of the second moment, in [0, 1) (and below 1 in float32).
       eps: added to the denominator's square root; finite, >= 0.
-      eps_root: added inside the square root; >= 0.
+      eps_root: added inside the square root; finite, >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
       convention: ``"pytorch"``, ``"optax"``, ``"keras"`` or ``"paper"``.
-      weight_decay: :math:`\lambda`, >= 0.
+      weight_decay: :math:`\lambda`, finite, >= 0, or a schedule.
       decoupled_weight_decay: apply :math:`\lambda` as AdamW (Loshchilov &
         Hutter) instead of adding it to the gradient.
+      mask: which params are decayed: a tree of bools shaped like the params
+        (or a prefix of it), or a callable ``params -> that tree``, as optax's
+        ``add_decayed_weights``; None decays all. Biases and norms are usually
+        left out.
       maximize: ascend the objective instead of descending it.
-      mu_dtype: storage dtype of the first moment.
-      nu_dtype: storage dtype of the second moment.
+      mu_dtype: storage dtype of the first moment (a real float dtype).
+      nu_dtype: storage dtype of the second moment (a real float dtype).
 
     Returns:
-      An ``optax.GradientTransformation``; updates need ``params`` when
+      An :class:`adam_jax.Optimizer` (an ``optax.GradientTransformationExtraArgs``
+      that carries its ``AdamSpec``); updates need ``params`` when
       ``weight_decay > 0``.
+
+    Raises:
+      TypeError, ValueError: at construction, for an argument of the wrong type
+        or out of range; the message names it.
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax, adam_jax
@@ -81,23 +98,22 @@ def adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_optimizer(learning_rate, weight_decay)
-    direction = scale_by_adam(
-        b1,
-        b2,
-        eps,
-        eps_root,
-        amsgrad=amsgrad,
-        convention=convention,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
-    return optimizer_chain(
-        direction,
-        learning_rate,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
+    return adam_optimizer(
+        AdamSpec(
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            amsgrad=amsgrad,
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            mask=mask,
+            maximize=maximize,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+        )
     )
 
 
@@ -108,13 +124,14 @@ def amsgrad(
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
-    convention: str = "pytorch",
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    convention: ConventionName = "pytorch",
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
+    mask: Mask = None,
     maximize: bool = False,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
-) -> optax.GradientTransformation:
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
+) -> Optimizer:
     r"""AMSGrad: :func:`adam_jax.adam` with ``amsgrad=True``.
 
     The second moment in the denominator is the running maximum
@@ -135,19 +152,22 @@ def amsgrad(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
     """
-    return adam(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        amsgrad=True,
-        convention=convention,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        maximize=maximize,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
+    return adam_optimizer(
+        AdamSpec(
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            amsgrad=True,
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            mask=mask,
+            maximize=maximize,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+        )
     )
 
 
@@ -158,13 +178,14 @@ def adamw(
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
-    weight_decay: jax.typing.ArrayLike = 1e-2,
+    weight_decay: optax.ScalarOrSchedule = 1e-2,
     amsgrad: bool = False,
-    convention: str = "pytorch",
+    convention: ConventionName = "pytorch",
+    mask: Mask = None,
     maximize: bool = False,
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
-) -> optax.GradientTransformation:
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
+) -> Optimizer:
     r"""AdamW: :func:`adam_jax.adam` with decoupled weight decay.
 
     :math:`u_t = -\eta_t (s_t + \lambda p_{t-1})`, with ``weight_decay``
@@ -183,17 +204,87 @@ def adamw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return adam(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
-        amsgrad=amsgrad,
-        convention=convention,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=True,
-        maximize=maximize,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
+    return adam_optimizer(
+        AdamSpec(
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            amsgrad=amsgrad,
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            mask=mask,
+            maximize=maximize,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+        )
+    )
+
+
+def nadam(
+    learning_rate: optax.ScalarOrSchedule = 2e-3,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
+    *,
+    momentum_decay: jax.typing.ArrayLike | None = None,
+    convention: ConventionName = "pytorch",
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    decoupled_weight_decay: bool = False,
+    mask: Mask = None,
+    maximize: bool = False,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
+) -> Optimizer:
+    r"""NAdam: Adam with Nesterov momentum (Dozat, 2016), in each framework's convention.
+
+    With :math:`s_t` the NAdam step of :func:`adam_jax.scale_by_adam`
+    (``nesterov=True``), the update is that of :func:`adam_jax.adam`:
+    :math:`u_t = -\eta_t s_t` (and :math:`-\eta_t \lambda p_{t-1}` with decoupled
+    decay). The conventions differ in the momentum schedule
+    :math:`\mu_t = \beta_1 (1 - \frac12 0.96^{t\psi})`:
+
+    - ``"pytorch"`` (default): ``torch.optim.NAdam``, :math:`\psi` =
+      ``momentum_decay`` = 0.004 by default, ``decoupled_weight_decay`` as
+      torch's (NAdamW).
+    - ``"keras"``: ``keras.optimizers.Nadam``, :math:`\psi = 1`.
+    - ``"optax"``: ``optax.nadam`` / ``optax.adam(nesterov=True)``, no schedule
+      (:math:`\mu_t = \beta_1`); ``momentum_decay`` must be None.
+    - ``"paper"``: Dozat's :math:`\psi = 0.004` (:math:`0.96^{t/250}`), as PyTorch.
+
+    The default learning rate is 2e-3, ``torch.optim.NAdam``'s; the other
+    arguments are :func:`adam_jax.adam`'s (there is no AMSGrad NAdam).
+
+    Examples:
+      >>> import jax.numpy as jnp, optax, adam_jax
+      >>> opt = adam_jax.nadam(0.1)
+      >>> params = jnp.array([1.0])
+      >>> updates, _ = opt.update(jnp.array([2.0]), opt.init(params), params)
+      >>> updates.round(5)  # m and g weighted (0.565, 1.0), over sqrt(v / c2) = 2
+      Array([-0.10565], dtype=float32)
+
+    References:
+      Dozat, `Incorporating Nesterov Momentum into Adam
+      <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016 workshop.
+    """
+    return adam_optimizer(
+        AdamSpec(
+            learning_rate=learning_rate,
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            nesterov=True,
+            momentum_decay=momentum_decay,
+            convention=convention,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            mask=mask,
+            maximize=maximize,
+            mu_dtype=mu_dtype,
+            nu_dtype=nu_dtype,
+        )
     )

@@ -52,8 +52,9 @@ def scale_by_adam_atan2(
 
     The state is a ``ScaleByAdamState``, whose fields mean what they mean for
     ``scale_by_adam(amsgrad=amsgrad, convention="pytorch")``: checkpoints and
-    state tools treat both alike, and :func:`adam_jax.epsilon_report` reports
-    the quantiles of :math:`\sqrt{r_t / (1 - \beta_2^t)}`.
+    state tools treat both alike, and :func:`adam_jax.epsilon_report` with
+    ``adam_jax.AdamSpec(amsgrad=amsgrad)`` reports the quantiles of
+    :math:`\sqrt{r_t / (1 - \beta_2^t)}`.
 
     Args:
       b1: decay of the first moment, in [0, 1).
@@ -84,14 +85,20 @@ def scale_by_adam_atan2(
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
-    _validation.check_moments(b1, b2, amsgrad)
+    _validation.check_decay("b1", b1)
+    _validation.check_decay("b2", b2)
+    _validation.check_bool("amsgrad", amsgrad)
+    _validation.check_dtype("mu_dtype", mu_dtype)
+    _validation.check_dtype("nu_dtype", nu_dtype)
     _validation.check_positive("a", a)
     _validation.check_positive("b", b)
 
-    def scalars(bc1, bc2):
+    def scalars(bc1, bc2, count, mu_product):
+        del count, mu_product
         return _Atan2Scalars(jnp.ones_like(bc1), bc1, bc2)
 
-    def direction(m, r, k, c):
+    def direction(m, r, g, k, c):
+        del g
         return c(a) * jnp.arctan2(m / c(k.bc1), c(b) * jnp.sqrt(r / c(k.bc2)))
 
     moments = scale_by_moments(
@@ -129,8 +136,9 @@ def adam_atan2(
     a: jax.typing.ArrayLike = 1.27,
     b: jax.typing.ArrayLike = 1.0,
     amsgrad: bool = False,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
+    mask: Any = None,
     maximize: bool = False,
     mu_dtype: Any | None = None,
     nu_dtype: Any | None = None,
@@ -162,6 +170,7 @@ def adam_atan2(
       weight_decay: :math:`\lambda`, >= 0.
       decoupled_weight_decay: apply :math:`\lambda` as AdamW (Loshchilov &
         Hutter) instead of adding it to the gradient.
+      mask: which params are decayed, as for :func:`adam_jax.adam`.
       maximize: ascend the objective instead of descending it.
       mu_dtype: storage dtype of the first moment.
       nu_dtype: storage dtype of the second moment.
@@ -186,7 +195,11 @@ def adam_atan2(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_optimizer(learning_rate, weight_decay)
+    _validation.check_range("learning_rate", learning_rate, schedule_ok=True)
+    _validation.check_range("weight_decay", weight_decay, schedule_ok=True)
+    _validation.check_bool("decoupled_weight_decay", decoupled_weight_decay)
+    _validation.check_bool("maximize", maximize)
+    _validation.check_mask(mask)
     return _chain.optimizer_chain(
         scale_by_adam_atan2(
             b1, b2, a=a, b=b, amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype
@@ -195,6 +208,8 @@ def adam_atan2(
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
+        mask=mask,
+        decays_weights=_chain.is_nonzero(weight_decay),
     )
 
 

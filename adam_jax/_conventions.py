@@ -1,4 +1,4 @@
-"""The epsilon and AMSGrad conventions of Adam, as one table.
+"""The conventions of Adam, AMSGrad and NAdam, as one table.
 
 Every convention shares the moment recursions
 
@@ -8,7 +8,7 @@ Every convention shares the moment recursions
   v_t = \\beta_2 v_{t-1} + (1 - \\beta_2) |g_t|^2,
 
 with bias corrections :math:`c_1 = 1 - \\beta_1^t` and :math:`c_2 = 1 - \\beta_2^t`.
-They differ in three places, which are the three columns of the table:
+They differ in five places, which are the five columns of the table:
 
 ``max_of_corrected``
   AMSGrad keeps :math:`\\hat v^{\\max}_t = \\max(\\hat v^{\\max}_{t-1}, v_t / c_2)`
@@ -26,7 +26,22 @@ They differ in three places, which are the three columns of the table:
 ``amsgrad_bias_correction``
   Reddi, Kale & Kumar's Algorithm 2 has no bias correction at all.
 
-Resulting step :math:`s_t` (the update is :math:`-\\eta_t s_t`), with
+``complex_as_real``
+  For complex params, PyTorch keeps separate moments for the real and the
+  imaginary parts (``torch.view_as_real``): :math:`v` is complex, holding
+  :math:`(\\Re g)^2` and :math:`(\\Im g)^2` averages, and each part takes its own
+  Adam step. The others keep the real :math:`v_t` of :math:`|g_t|^2` and scale
+  the complex :math:`m_t` by it, as optax does.
+
+``nadam_momentum_decay``
+  NAdam's momentum schedule :math:`\\mu_t = \\beta_1 (1 - \\tfrac12 \\cdot
+  0.96^{t \\psi})` (Dozat, 2016) with this default :math:`\\psi`
+  (``momentum_decay``): :math:`\\psi = 0.004` in PyTorch and the paper,
+  :math:`\\psi = 1` in Keras, and None for optax, whose Nesterov Adam keeps
+  :math:`\\mu_t = \\beta_1`. NAdam's step puts the epsilon where PyTorch does in
+  every convention (no framework uses "epsilon hat" for NAdam).
+
+Resulting Adam step :math:`s_t` (the update is :math:`-\\eta_t s_t`), with
 :math:`r_t` the second moment used (:math:`v_t`, or the AMSGrad maximum):
 
 - ``pytorch``: :math:`(m_t / c_1) / (\\sqrt{r_t / c_2 + \\bar\\epsilon} + \\epsilon)`,
@@ -38,12 +53,16 @@ Resulting step :math:`s_t` (the update is :math:`-\\eta_t s_t`), with
 - ``paper``: Adam as ``pytorch``; AMSGrad
   :math:`m_t / (\\sqrt{r_t + \\bar\\epsilon} + \\epsilon)`.
 
-Without AMSGrad, ``pytorch``, ``optax`` and ``paper`` are the same optimizer.
+Without AMSGrad, ``pytorch``, ``optax`` and ``paper`` are the same optimizer on
+real params.
 """
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
+import jax
 import jax.numpy as jnp
+
+ConventionName = Literal["pytorch", "optax", "keras", "paper"]
 
 
 class Convention(NamedTuple):
@@ -53,21 +72,25 @@ class Convention(NamedTuple):
     max_of_corrected: bool
     epsilon_hat: bool
     amsgrad_bias_correction: bool
+    complex_as_real: bool
+    nadam_momentum_decay: float | None
     reference: str
 
 
 CONVENTIONS: dict[str, Convention] = {
     c.name: c
     for c in (
-        Convention("pytorch", False, False, True, "torch.optim.Adam / AdamW"),
-        Convention("optax", True, False, True, "optax.adam / amsgrad / adamw"),
-        Convention("keras", False, True, True, "keras.optimizers.Adam / AdamW"),
+        Convention("pytorch", False, False, True, True, 4e-3, "torch.optim.Adam / AdamW / NAdam"),
+        Convention("optax", True, False, True, False, None, "optax.adam / amsgrad / adamw / nadam"),
+        Convention("keras", False, True, True, False, 1.0, "keras.optimizers.Adam / AdamW / Nadam"),
         Convention(
             "paper",
             False,
             False,
             False,
-            "Kingma & Ba (2015) Alg. 1; Reddi et al. (2018) Alg. 2",
+            False,
+            4e-3,
+            "Kingma & Ba (2015) Alg. 1; Reddi et al. (2018) Alg. 2; Dozat (2016)",
         ),
     )
 }
@@ -75,29 +98,29 @@ CONVENTIONS: dict[str, Convention] = {
 
 def get_convention(name: str) -> Convention:
     """Returns the row of ``CONVENTIONS`` called ``name``; raises ValueError."""
-    try:
-        return CONVENTIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"convention must be one of {sorted(CONVENTIONS)}, got {name!r}."
-        ) from None
+    if not isinstance(name, str) or name not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}, got {name!r}.")
+    return CONVENTIONS[name]
 
 
 class StepCoefficients(NamedTuple):
-    """Scalars of one step: ``step = numerator * m / (sqrt(r * inside + eps_root) + eps)``.
+    """Scalars of one step, computed once per step in float32 or wider.
 
-    ``before_max`` scales :math:`v_t` before AMSGrad's maximum (1 or 1/c2).
+    ``step = (numerator * m + gradient * g) / (sqrt(r * inside + eps_root) + eps)``,
+    where ``gradient`` is None (no term) except for NAdam, and ``before_max``
+    scales :math:`v_t` before AMSGrad's maximum (1 or 1/c2).
     """
 
-    numerator: jnp.ndarray
-    inside: jnp.ndarray
-    before_max: jnp.ndarray
+    numerator: jax.Array
+    inside: jax.Array
+    before_max: jax.Array
+    gradient: jax.Array | None = None
 
 
 def step_coefficients(
-    convention: Convention, amsgrad: bool, bc1: jnp.ndarray, bc2: jnp.ndarray
+    convention: Convention, amsgrad: bool, bc1: jax.Array, bc2: jax.Array
 ) -> StepCoefficients:
-    """The scalar coefficients of a step, computed once per step.
+    """The scalar coefficients of an Adam or AMSGrad step.
 
     Args:
       convention: a row of ``CONVENTIONS``.
@@ -116,3 +139,47 @@ def step_coefficients(
     if amsgrad and convention.max_of_corrected:
         return StepCoefficients(1 / bc1, one, 1 / bc2)
     return StepCoefficients(1 / bc1, 1 / bc2, one)
+
+
+def nadam_momentum(b1, momentum_decay, count: jax.Array, dtype) -> jax.Array:
+    """NAdam's :math:`\\mu_t = \\beta_1 (1 - \\frac12 \\cdot 0.96^{t \\psi})` in ``dtype``.
+
+    With ``momentum_decay`` None (optax's Nesterov Adam), :math:`\\mu_t = \\beta_1`.
+    """
+    b1 = jnp.asarray(b1, dtype)
+    if momentum_decay is None:
+        return b1
+    exponent = count.astype(dtype) * jnp.asarray(momentum_decay, dtype)
+    return b1 * (1 - jnp.asarray(0.5, dtype) * jnp.asarray(0.96, dtype) ** exponent)
+
+
+def nadam_coefficients(
+    b1, momentum_decay, count: jax.Array, mu_product: jax.Array | None, bc1, bc2
+) -> StepCoefficients:
+    """The scalar coefficients of a NAdam step (Dozat, 2016).
+
+    .. math::
+
+      s_t = \\Big(\\frac{\\mu_{t+1}}{1 - \\prod_{i \\le t+1} \\mu_i} m_t
+        + \\frac{1 - \\mu_t}{1 - \\prod_{i \\le t} \\mu_i} g_t\\Big)
+        \\Big/ \\big(\\sqrt{v_t / c_2 + \\bar\\epsilon} + \\epsilon\\big)
+
+    Args:
+      b1: :math:`\\beta_1`.
+      momentum_decay: :math:`\\psi` of the schedule, or None for :math:`\\mu_t = \\beta_1`.
+      count: :math:`t`, int32.
+      mu_product: :math:`\\prod_{i \\le t} \\mu_i` as kept in the state (None with a
+        constant :math:`\\mu`, whose product is :math:`\\beta_1^t = 1 - c_1`).
+      bc1, bc2: :math:`c_1, c_2` in float32 or wider.
+    """
+    dtype = bc1.dtype
+    one = jnp.ones_like(bc1)
+    mu = nadam_momentum(b1, momentum_decay, count, dtype)
+    mu_next = nadam_momentum(b1, momentum_decay, count + 1, dtype)
+    if mu_product is None:  # constant momentum: the products are powers of b1
+        b1_ = jnp.asarray(b1, dtype)
+        next_bc1 = 1 - b1_ ** (count.astype(dtype) + 1)
+        return StepCoefficients(mu_next / next_bc1, 1 / bc2, one, (1 - mu) / bc1)
+    return StepCoefficients(
+        mu_next / (1 - mu_product * mu_next), 1 / bc2, one, (1 - mu) / (1 - mu_product)
+    )

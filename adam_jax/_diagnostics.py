@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import optax
 
 from adam_jax import _conventions, _numerics
+from adam_jax._spec import AdamSpec, Optimizer
 from adam_jax._transform import ScaleByAdamState
 
 QUANTILES = (0.01, 0.5, 0.99)
@@ -31,23 +32,32 @@ def find_adam_state(opt_state) -> ScaleByAdamState:
     return found[0]
 
 
-def sqrt_terms(state: ScaleByAdamState, *, b2, eps_root, convention: str):
+def sqrt_terms(state: ScaleByAdamState, spec: AdamSpec, *, b2=None, eps_root=None):
     """The square-root term of the denominator, per coordinate, as a tree.
 
     It is what ``eps`` is added to: :math:`\\sqrt{r_t/c_2 + \\bar\\epsilon}`
     (``"pytorch"``), :math:`\\sqrt{r_t + \\bar\\epsilon}` (``"keras"``), etc.; see
     :func:`adam_jax.scale_by_adam`. Before the first step it is
-    :math:`\\sqrt{\\bar\\epsilon}`.
+    :math:`\\sqrt{\\bar\\epsilon}`. Complex moments kept as pairs (PyTorch's
+    convention) count as two coordinates. ``b2`` and ``eps_root`` override the
+    spec's (values injected by ``optax.inject_hyperparams``).
     """
-    conv = _conventions.get_convention(convention)
+    b2 = spec.b2 if b2 is None else b2
+    eps_root = spec.eps_root if eps_root is None else eps_root
     amsgrad = state.nu_max is not None
     second_moment = state.nu_max if amsgrad else state.nu
     dtype = _numerics.widest_compute_dtype(state.nu)
     count = jnp.maximum(state.count, 1)  # the moments are zero before step 1
     bc2 = _numerics.bias_correction(b2, count, dtype)
-    coef = _conventions.step_coefficients(conv, amsgrad, jnp.ones_like(bc2), bc2)
+    one = jnp.ones_like(bc2)
+    if spec.nesterov:
+        coef = _conventions.StepCoefficients(one, 1 / bc2, one)
+    else:
+        coef = _conventions.step_coefficients(spec.row, amsgrad, one, bc2)
 
     def term(r):
+        if jnp.iscomplexobj(r):  # the moments of the real and imaginary parts
+            r = jnp.stack([r.real, r.imag], -1)
         r = r.astype(_numerics.compute_dtype(r.dtype))
         return jnp.sqrt(r * coef.inside.astype(r.dtype) + jnp.asarray(eps_root, r.dtype))
 
@@ -55,6 +65,11 @@ def sqrt_terms(state: ScaleByAdamState, *, b2, eps_root, convention: str):
 
 
 def _summary(terms: list, eps) -> dict:
+    if not terms or sum(t.size for t in terms) == 0:
+        raise ValueError(
+            "epsilon_report needs a state with at least one coordinate; the optimizer "
+            "state holds no moments (were the params an empty tree?)."
+        )
     flat = jnp.concatenate([jnp.ravel(t) for t in terms])
     quantiles = jnp.quantile(flat, jnp.asarray(QUANTILES, flat.dtype))
     report = {
@@ -66,13 +81,34 @@ def _summary(terms: list, eps) -> dict:
     return report
 
 
+def _spec_of(optimizer) -> AdamSpec:
+    spec = optimizer if isinstance(optimizer, AdamSpec) else getattr(optimizer, "spec", None)
+    if not isinstance(spec, AdamSpec):
+        raise TypeError(
+            "epsilon_report needs the adam_jax optimizer that made the state (what "
+            "adam_jax.adam, amsgrad, adamw or nadam returned) or its AdamSpec, got "
+            f"{type(optimizer).__name__}."
+        )
+    return spec
+
+
+def _injected(opt_state) -> dict:
+    """Hyperparameters injected by ``optax.inject_hyperparams``, found in ``opt_state``."""
+
+    def is_injected(x):  # InjectHyperparamsState, or InjectStatefulHyperparamsState
+        return isinstance(x, tuple) and hasattr(x, "hyperparams") and hasattr(x, "inner_state")
+
+    for x in jax.tree.leaves(opt_state, is_leaf=is_injected):
+        if is_injected(x):
+            return dict(x.hyperparams)
+    return {}
+
+
 def epsilon_report(
     opt_state: optax.OptState,
-    eps: jax.typing.ArrayLike,
+    optimizer: "Optimizer | AdamSpec",
     *,
-    convention: str = "pytorch",
-    b2: jax.typing.ArrayLike = 0.999,
-    eps_root: jax.typing.ArrayLike = 0.0,
+    eps: jax.typing.ArrayLike | None = None,
     per_leaf: bool = False,
 ) -> dict:
     r"""How often epsilon dominates the denominator of Adam's step.
@@ -81,16 +117,18 @@ def epsilon_report(
     :math:`\epsilon \ge \sqrt{\hat r}` (the convention's square-root term, see
     :func:`adam_jax.scale_by_adam`), epsilon takes over the denominator and the
     coordinate moves like momentum SGD with step :math:`\eta / \epsilon` rather
-    than like Adam. Jittable; no host sync.
+    than like Adam. The settings (eps, eps_root, b2, convention, NAdam) are read
+    from ``optimizer``, so they cannot disagree with the state; values injected
+    by ``optax.inject_hyperparams`` found in ``opt_state`` take precedence.
+    Jittable; no host sync.
 
     Args:
       opt_state: a state holding one adam_jax ``ScaleByAdamState``, anywhere
         inside ``optax.chain``, ``inject_hyperparams``, ``MultiSteps`` or
         ``apply_if_finite`` states.
-      eps: the optimizer's epsilon.
-      convention: the optimizer's convention.
-      b2: the optimizer's second-moment decay (for the bias correction).
-      eps_root: the optimizer's ``eps_root``.
+      optimizer: the adam_jax optimizer that made the state (or its ``spec``).
+      eps: a what-if epsilon to compare with instead of the optimizer's (e.g. to
+        sweep epsilon over one state); None for the optimizer's.
       per_leaf: also return the same statistics for each leaf, under
         ``"per_leaf"``, as a tree shaped like the params.
 
@@ -109,22 +147,28 @@ def epsilon_report(
         the params' tree.
 
     Raises:
-      ValueError: when ``opt_state`` holds no adam_jax state, or more than one.
+      ValueError: when ``opt_state`` holds no adam_jax state, more than one, or
+        no coordinate.
+      TypeError: when ``optimizer`` is not an adam_jax optimizer or spec.
 
     Examples:
       >>> import jax.numpy as jnp, adam_jax
       >>> opt = adam_jax.adam(1e-3, eps=1e-8)
       >>> params = jnp.zeros(4)
       >>> _, state = opt.update(jnp.array([1.0, 1e-3, 1e-12, 0.0]), opt.init(params))
-      >>> float(adam_jax.epsilon_report(state, 1e-8)["dominated_fraction"])
+      >>> float(adam_jax.epsilon_report(state, opt)["dominated_fraction"])
       0.5
 
     References:
       Kingma & Ba, `Adam: A Method for Stochastic Optimization
       <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
     """
+    spec = _spec_of(optimizer)
     state = find_adam_state(opt_state)
-    terms = sqrt_terms(state, b2=b2, eps_root=eps_root, convention=convention)
+    injected = _injected(opt_state)
+    if eps is None:
+        eps = injected.get("eps", spec.eps)
+    terms = sqrt_terms(state, spec, b2=injected.get("b2"), eps_root=injected.get("eps_root"))
     leaves, treedef = jax.tree.flatten(terms)
     report = _summary(leaves, eps)
     if per_leaf:

@@ -23,18 +23,23 @@ def compute_dtype(dtype) -> jnp.dtype:
 def moment_dtype(param: jax.Array, requested) -> jnp.dtype:
     """The dtype a moment of ``param`` is stored in.
 
-    ``requested`` wins when given; otherwise 16-bit params get float32 moments
-    and wider params keep their own dtype.
+    ``requested`` (a real floating dtype) wins when given, made complex of its
+    width for complex params; otherwise 16-bit params get float32 moments and
+    wider params keep their own dtype.
     """
-    if requested is not None:
-        return jnp.dtype(requested)
-    return compute_dtype(param.dtype)
+    dtype = jnp.result_type(param)
+    if requested is None:
+        return compute_dtype(dtype)
+    requested = jnp.dtype(requested)
+    if jnp.issubdtype(dtype, jnp.complexfloating):  # a real width for a complex param
+        return jnp.promote_types(requested, jnp.complex64)
+    return requested
 
 
 def widest_compute_dtype(tree) -> jnp.dtype:
     """The real dtype bias corrections are computed in: float32, or float64 if
     any leaf of ``tree`` computes in float64."""
-    dtypes = [real_dtype(compute_dtype(x.dtype)) for x in jax.tree.leaves(tree)]
+    dtypes = [real_dtype(compute_dtype(jnp.result_type(x))) for x in jax.tree.leaves(tree)]
     return max(dtypes, key=lambda d: d.itemsize, default=jnp.dtype(jnp.float32))
 
 
@@ -54,10 +59,13 @@ def bias_correction(decay, count: jax.Array, dtype) -> jax.Array:
 
 
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
-    """``numerator / denominator``, and 0 where the denominator is 0.
+    """``numerator / denominator``, and 0 where the denominator is exactly 0.
 
-    In Adam a zero denominator (with ``eps = 0``) means the second moment is
-    zero: the gradient has always been zero, or its square underflowed. The
-    coordinate then does not move, instead of taking ``0/0 = nan``.
+    In Adam a zero denominator (only possible with ``eps = 0``) means the second
+    moment is zero: the gradient has always been zero, or its square underflowed.
+    The coordinate then does not move, instead of taking ``0/0 = nan``. A NaN or
+    infinite denominator or numerator is not hidden: it gives NaN (or the
+    quotient), as in PyTorch and optax, so loss monitors and
+    ``optax.apply_if_finite`` see it.
     """
-    return jnp.where(denominator > 0, numerator / denominator, 0)
+    return jnp.where(denominator == 0, jnp.zeros_like(numerator), numerator / denominator)

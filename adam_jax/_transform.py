@@ -1,12 +1,15 @@
-"""``scale_by_adam``: the Adam and AMSGrad update equations, in one place."""
+"""``scale_by_adam``: the Adam, AMSGrad and NAdam update equations, in one place."""
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _conventions, _numerics, _validation
+from adam_jax import _conventions, _numerics
+from adam_jax._conventions import ConventionName
+from adam_jax._spec import AdamSpec
 
 
 class ScaleByAdamState(NamedTuple):
@@ -14,17 +17,22 @@ class ScaleByAdamState(NamedTuple):
 
     Attributes:
       count: number of steps taken, int32 scalar, saturating at the int32 max.
-      mu: first moment :math:`m`, the params' tree in ``mu_dtype``.
-      nu: second moment :math:`v`, the params' tree in ``nu_dtype`` (real).
+      mu: first moment :math:`m`, the params' tree in ``mu_dtype`` (complex for
+        complex params).
+      nu: second moment :math:`v`, the params' tree in ``nu_dtype``: real, or
+        complex for complex params in a ``complex_as_real`` convention, whose
+        real and imaginary parts are the moments of the gradient's parts.
       nu_max: AMSGrad's running maximum of the second moment, raw or
-        bias-corrected as the convention says, in ``nu_dtype``; None without
-        AMSGrad.
+        bias-corrected as the convention says, like ``nu``; None without AMSGrad.
+      mu_product: NAdam's :math:`\\prod_{i \\le t} \\mu_i` with a momentum
+        schedule, a float32 (or float64) scalar; None otherwise.
     """
 
     count: jax.Array  # shape=(), dtype=jnp.int32
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None
+    mu_product: jax.Array | None = None
 
 
 def scale_by_adam(
@@ -34,11 +42,13 @@ def scale_by_adam(
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
-    convention: str = "pytorch",
-    mu_dtype: Any | None = None,
-    nu_dtype: Any | None = None,
+    nesterov: bool = False,
+    momentum_decay: jax.typing.ArrayLike | None = None,
+    convention: ConventionName = "pytorch",
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformation:
-    r"""Rescales gradients into the Adam (or AMSGrad) direction.
+    r"""Rescales gradients into the Adam (or AMSGrad, or NAdam) direction.
 
     No learning rate and no sign flip: chain with
     ``optax.scale_by_learning_rate`` (or use :func:`adam_jax.adam`).
@@ -67,22 +77,41 @@ def scale_by_adam(
     - ``"paper"``: Adam as ``"pytorch"``; AMSGrad as Reddi et al.'s Algorithm 2,
       without bias correction: :math:`s_t = m_t / (\sqrt{r_t + \bar\epsilon} + \epsilon)`.
 
+    With ``nesterov=True`` (NAdam, Dozat 2016), with the momentum schedule
+    :math:`\mu_t = \beta_1 (1 - \frac12 0.96^{t\psi})` (:math:`\psi` =
+    ``momentum_decay``, by default the convention's: 0.004 for ``"pytorch"``
+    and ``"paper"``, 1 for ``"keras"``; ``"optax"`` keeps :math:`\mu_t = \beta_1`):
+
+    .. math::
+
+      s_t = \Big(\frac{\mu_{t+1}\, m_t}{1 - \prod_{i \le t+1} \mu_i}
+        + \frac{(1 - \mu_t)\, g_t}{1 - \prod_{i \le t} \mu_i}\Big)
+        \Big/ \big(\sqrt{v_t / c_2 + \bar\epsilon} + \epsilon\big)
+
+    Complex params: ``"pytorch"`` keeps separate moments for the real and
+    imaginary parts, as ``torch.optim.Adam`` does (``view_as_real``); the other
+    conventions use :math:`|g_t|^2`, as optax does.
+
     The output is :math:`s_t`. Arithmetic runs in float32 or wider, and the
     output is cast back to the gradient's dtype. A zero denominator (only
-    possible with ``eps = 0``) gives a zero step, not ``0/0``.
+    possible with ``eps = 0``) gives a zero step, not ``0/0``; a NaN or infinite
+    gradient gives a NaN step, as in PyTorch and optax.
 
     Args:
-      b1: decay of the first moment, in [0, 1).
-      b2: decay of the second moment, in [0, 1).
+      b1: decay of the first moment, in [0, 1) (and below 1 in float32).
+      b2: decay of the second moment, in [0, 1) (and below 1 in float32).
       eps: added to the square root in the denominator; finite, >= 0.
-      eps_root: added inside the square root; >= 0.
+      eps_root: added inside the square root; finite, >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
+      nesterov: NAdam's Nesterov momentum (no AMSGrad).
+      momentum_decay: NAdam's :math:`\psi`, finite, >= 0; None for the
+        convention's.
       convention: ``"pytorch"``, ``"optax"``, ``"keras"`` or ``"paper"``; see
         ``adam_jax.CONVENTIONS``.
-      mu_dtype: storage dtype of :math:`m`; default float32 for 16-bit params,
-        else the params' dtype.
+      mu_dtype: storage dtype of :math:`m` (a real float dtype, made complex for
+        complex params); default float32 for 16-bit params, else the params'.
       nu_dtype: storage dtype of :math:`v` (and the AMSGrad maximum); default as
-        for ``mu_dtype``, real.
+        for ``mu_dtype``.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a ``ScaleByAdamState``.
@@ -102,64 +131,116 @@ def scale_by_adam(
 
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
+
+      Dozat, `Incorporating Nesterov Momentum into Adam
+      <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016 workshop.
     """
-    _validation.check_moments(b1, b2, amsgrad)
-    _validation.check_epsilons(eps, eps_root)
-    conv = _conventions.get_convention(convention)
-
-    def scalars(bc1, bc2):
-        return _conventions.step_coefficients(conv, amsgrad, bc1, bc2)
-
-    def direction(m, r, k, c):
-        denom = jnp.sqrt(r * c(k.inside) + c(eps_root)) + c(eps)
-        return _numerics.safe_divide(c(k.numerator) * m, denom)
-
-    return scale_by_moments(
-        b1,
-        b2,
+    spec = AdamSpec(
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
         amsgrad=amsgrad,
+        nesterov=nesterov,
+        momentum_decay=momentum_decay,
+        convention=convention,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+    )
+    return adam_direction(spec)
+
+
+def adam_direction(spec: AdamSpec) -> optax.GradientTransformation:
+    """The direction of ``spec`` (see :func:`scale_by_adam` for the equations)."""
+    row = spec.row
+    eps, eps_root = spec.eps, spec.eps_root
+    psi = spec.nadam_momentum_decay
+
+    def scalars(bc1, bc2, count, mu_product):
+        if spec.nesterov:
+            return _conventions.nadam_coefficients(spec.b1, psi, count, mu_product, bc1, bc2)
+        return _conventions.step_coefficients(row, spec.amsgrad, bc1, bc2)
+
+    def direction(m, r, g, k, c):
+        numerator = c(k.numerator) * m
+        if k.gradient is not None:
+            numerator = numerator + c(k.gradient) * g
+        denom = jnp.sqrt(r * c(k.inside) + c(eps_root)) + c(eps)
+        return _numerics.safe_divide(numerator, denom)
+
+    schedule = None
+    if spec.nesterov and psi is not None:
+        schedule = lambda count, dtype: _conventions.nadam_momentum(  # noqa: E731
+            spec.b1, psi, count, dtype
+        )
+    return scale_by_moments(
+        spec.b1,
+        spec.b2,
+        amsgrad=spec.amsgrad,
+        mu_dtype=spec.mu_dtype,
+        nu_dtype=spec.nu_dtype,
         scalars=scalars,
         direction=direction,
+        momentum_schedule=schedule,
+        complex_as_real=row.complex_as_real,
     )
 
 
 def scale_by_moments(
-    b1, b2, *, amsgrad: bool, mu_dtype, nu_dtype, scalars, direction
+    b1,
+    b2,
+    *,
+    amsgrad: bool,
+    mu_dtype,
+    nu_dtype,
+    scalars: Callable,
+    direction: Callable,
+    momentum_schedule: Callable | None = None,
+    complex_as_real: bool = False,
 ) -> optax.GradientTransformation:
     """The machinery every Adam-type direction shares: moments, maximum, count.
 
     Keeps :math:`m_t`, :math:`v_t` and, with AMSGrad,
     :math:`r_t = \\max(r_{t-1}, k \\cdot v_t)` in a ``ScaleByAdamState``, with the
-    dtype rules of :func:`scale_by_adam`, and returns ``direction(m_t, r_t, k, c)``
-    (:math:`r_t = v_t` without AMSGrad) cast to the gradient's dtype.
+    dtype rules of :func:`scale_by_adam`, and returns
+    ``direction(m_t, r_t, g_t, k, c)`` (:math:`r_t = v_t` without AMSGrad) cast to
+    the gradient's dtype.
 
     Args:
       b1, b2: the moments' decays (validated by the caller).
       amsgrad: keep the running maximum.
       mu_dtype, nu_dtype: storage dtypes, as for :func:`scale_by_adam`.
-      scalars: ``(c1, c2) -> k``, the step's scalars from the bias corrections
-        :math:`c_i = 1 - \\beta_i^t`, computed once per step in float32 or wider;
-        ``k.before_max`` scales :math:`v_t` before the maximum.
-      direction: ``(m, r, k, c) -> step`` for one leaf, where ``c`` casts a scalar
-        to the leaf's compute dtype.
+      scalars: ``(c1, c2, t, mu_product) -> k``, the step's scalars from the bias
+        corrections :math:`c_i = 1 - \\beta_i^t`, computed once per step in float32
+        or wider; ``k.before_max`` scales :math:`v_t` before the maximum.
+      direction: ``(m, r, g, k, c) -> step`` for one real leaf, where ``c`` casts
+        a scalar to the leaf's compute dtype.
+      momentum_schedule: ``(t, dtype) -> mu_t``: keep NAdam's
+        :math:`\\prod_{i \\le t} \\mu_i` in the state's ``mu_product``.
+      complex_as_real: complex leaves are stepped as pairs of real numbers, with
+        a complex ``nu`` holding the moments of the real and imaginary parts.
     """
 
     def init_fn(params):
-        def zeros(requested, real):
+        def zeros(requested, second_moment):
             def make(p):
                 dtype = _numerics.moment_dtype(p, requested)
+                if second_moment and not (complex_as_real and _is_complex(p)):
+                    dtype = _numerics.real_dtype(dtype)
                 # zeros_like keeps the param's sharding (and memory kind); zeros(shape) would not.
-                return jnp.zeros_like(p, _numerics.real_dtype(dtype) if real else dtype)
+                return jnp.zeros_like(p, dtype)
 
             return jax.tree.map(make, params)
 
+        mu_product = None
+        if momentum_schedule is not None:
+            mu_product = jnp.ones([], _numerics.widest_compute_dtype(params))
         return ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
-            mu=zeros(mu_dtype, real=False),
-            nu=zeros(nu_dtype, real=True),
-            nu_max=zeros(nu_dtype, real=True) if amsgrad else None,
+            mu=zeros(mu_dtype, second_moment=False),
+            nu=zeros(nu_dtype, second_moment=True),
+            nu_max=zeros(nu_dtype, second_moment=True) if amsgrad else None,
+            mu_product=mu_product,
         )
 
     def update_fn(updates, state, params=None):
@@ -167,22 +248,42 @@ def scale_by_moments(
         _check_same_tree(updates, state.mu)
         count = _numerics.safe_increment(state.count)
         scalar_dtype = _numerics.widest_compute_dtype(updates)
+        mu_product = None
+        if momentum_schedule is not None:
+            mu_product = state.mu_product * momentum_schedule(count, state.mu_product.dtype)
         k = scalars(
             _numerics.bias_correction(b1, count, scalar_dtype),
             _numerics.bias_correction(b2, count, scalar_dtype),
+            count,
+            mu_product,
         )
 
-        def leaf(g, m, v, v_max):
-            dtype = _numerics.compute_dtype(g.dtype)
-            real = _numerics.real_dtype(dtype)
-            c = lambda x: jnp.asarray(x, real)  # noqa: E731
-            g = g.astype(dtype)
-            m_new = c(b1) * m.astype(dtype) + (1 - c(b1)) * g
-            v_new = c(b2) * v.astype(real) + (1 - c(b2)) * _abs_sq(g)
+        def moments_and_step(g, m, v, v_max):
+            """One leaf in its compute dtype: the new (step, m, v, r)."""
+            c = lambda x: jnp.asarray(x, _numerics.real_dtype(g.dtype))  # noqa: E731
+            m_new = c(b1) * m + (1 - c(b1)) * g
+            v_new = c(b2) * v + (1 - c(b2)) * _abs_sq(g)
             r = v_new
             if v_max is not None:
-                r = jnp.maximum(v_max.astype(real), v_new * c(k.before_max))
-            step = direction(m_new, r, k, c)
+                r = jnp.maximum(v_max, v_new * c(k.before_max))
+            return direction(m_new, r, g, k, c), m_new, v_new, r
+
+        def leaf(g, m, v, v_max):
+            _check_same_shape(g, m)
+            dtype = _numerics.compute_dtype(jnp.result_type(g))
+            if complex_as_real and _is_complex(g):  # torch's view_as_real: each part alone
+                as_pair = lambda z: jnp.stack([z.real, z.imag], -1).astype(  # noqa: E731
+                    _numerics.real_dtype(dtype)
+                )
+                pairs = [None if x is None else as_pair(x) for x in (g, m, v, v_max)]
+                out = [jax.lax.complex(x[..., 0], x[..., 1]) for x in moments_and_step(*pairs)]
+            else:  # real leaves; complex leaves with a real v of |g|^2, as optax
+                real = _numerics.real_dtype(dtype)
+                cast = lambda x, d: None if x is None else x.astype(d)  # noqa: E731
+                out = moments_and_step(
+                    jnp.asarray(g, dtype), cast(m, dtype), cast(v, real), cast(v_max, real)
+                )
+            step, m_new, v_new, r = out
             return step, m_new.astype(m.dtype), v_new.astype(v.dtype), r
 
         grads, treedef = jax.tree.flatten(updates)
@@ -190,7 +291,7 @@ def scale_by_moments(
         nus = treedef.flatten_up_to(state.nu)
         maxes = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(grads)
         out = [leaf(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
-        step = [s.astype(g.dtype) for (s, *_), g in zip(out, grads, strict=True)]
+        step = [s.astype(jnp.result_type(g)) for (s, *_), g in zip(out, grads, strict=True)]
         nu_max = None
         if amsgrad:
             nu_max = treedef.unflatten(
@@ -201,10 +302,15 @@ def scale_by_moments(
             mu=treedef.unflatten([o[1] for o in out]),
             nu=treedef.unflatten([o[2] for o in out]),
             nu_max=nu_max,
+            mu_product=mu_product,
         )
         return treedef.unflatten(step), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_complex(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
 
 
 def _abs_sq(x: jax.Array) -> jax.Array:
@@ -220,4 +326,13 @@ def _check_same_tree(updates, moments) -> None:
             "the gradients' tree does not match the optimizer state's tree: got "
             f"{jax.tree.structure(updates)}, expected {jax.tree.structure(moments)}. "
             "Initialise the optimizer with params of the same structure."
+        )
+
+
+def _check_same_shape(gradient, moment) -> None:
+    """A gradient must have its param's shape: (1,) for (3,) would broadcast silently."""
+    if jnp.shape(gradient) != jnp.shape(moment):
+        raise ValueError(
+            f"a gradient of shape {jnp.shape(gradient)} was given for a param of shape "
+            f"{jnp.shape(moment)}; gradients must have their params' shapes (no broadcasting)."
         )

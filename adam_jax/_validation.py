@@ -1,24 +1,57 @@
 """Construction-time checks of static hyperparameters.
 
-Values that are traced (inside ``jit``, or injected by
-``optax.inject_hyperparams``) and schedules are not checked: they are not known
-when the optimizer is built.
+Every check names the argument, the value it got and what is allowed. A wrong
+type (a string, ``None``, a bool where a number belongs) raises ``TypeError``;
+a number outside its range raises ``ValueError``. Values that are traced
+(inside ``jit``, or injected by ``optax.inject_hyperparams``) and schedules are
+not checked: they are not known when the optimizer is built.
 """
 
 import math
+import numbers
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
-def _static_value(value):
-    """``value`` as a Python float, or None when it is traced or a schedule."""
-    if callable(value) or isinstance(value, jax.core.Tracer):
+
+def _is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def static_value(name: str, value, *, schedule_ok: bool = False) -> float | None:
+    """``value`` as a Python float; None when it is traced or (if allowed) a schedule.
+
+    Raises:
+      TypeError: for anything that is not a real number, a real scalar array,
+        or (with ``schedule_ok``) a callable; bools included.
+      ValueError: for an array that is not a scalar.
+    """
+    if _is_traced(value):
         return None
-    array = np.asarray(value)
-    if array.shape != ():
-        raise ValueError(f"expected a scalar hyperparameter, got shape {array.shape}.")
-    return float(array)
+    if callable(value):
+        if schedule_ok:
+            return None
+        raise TypeError(f"{name} must be a number, got the callable {value!r}.")
+    expected = (
+        "a real number or a schedule (a callable of the step)" if schedule_ok else "a real number"
+    )
+    if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got {value!r}.")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        dtype = np.dtype(value.dtype)
+        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)) and (
+            dtype != jnp.bfloat16
+        ):
+            raise TypeError(f"{name} must be {expected}, got an array of dtype {dtype}.")
+        if np.shape(value) != ():
+            raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
+        return float(np.asarray(value, np.float64))
+    raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.")
 
 
 def check_range(
@@ -27,23 +60,41 @@ def check_range(
     *,
     low: float = 0.0,
     high: float = math.inf,
-    high_inclusive: bool = True,
+    high_inclusive: bool = False,
+    schedule_ok: bool = False,
 ) -> None:
-    """Raises ValueError unless ``low <= value <= high`` (or ``< high``)."""
-    x = _static_value(value)
+    """Raises unless ``low <= value <= high`` (or ``< high``), NaN excluded.
+
+    The default range is ``[0, inf)``: finite and non-negative.
+    """
+    x = static_value(name, value, schedule_ok=schedule_ok)
     if x is None:
         return
     closing = "]" if high_inclusive else ")"
-    allowed = f"[{low:g}, {high:g}{closing}"
     inside = low <= x and (x <= high if high_inclusive else x < high)
-    if not inside or math.isnan(x):
-        raise ValueError(f"{name} must be in {allowed}, got {value!r}.")
+    if not inside:  # NaN compares false, so it lands here too
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}{closing}, got {value!r}.")
+
+
+def check_decay(name: str, value) -> None:
+    """A moment's decay: in [0, 1), and below 1 once rounded to float32.
+
+    ``1 - decay`` must not vanish in the float32 arithmetic of 16- and 32-bit
+    params: 0.99999999 is 1.0 in float32, and every step would be ``0/0``.
+    """
+    check_range(name, value, high=1.0)
+    x = static_value(name, value)
+    if x is not None and np.float32(x) >= 1:
+        raise ValueError(
+            f"{name}={value!r} rounds to 1.0 in float32, so 1 - {name} = 0; use at most "
+            f"{float(np.nextafter(np.float32(1), np.float32(0))):.9g}."
+        )
 
 
 def check_eps(name: str, value) -> None:
-    """Raises ValueError unless ``value`` is finite, >= 0 and nonzero in float32."""
-    check_range(name, value, high=math.inf, high_inclusive=False)
-    x = _static_value(value)
+    """Raises unless ``value`` is finite, >= 0 and nonzero in float32."""
+    check_range(name, value)
+    x = static_value(name, value)
     if x is not None and x > 0 and np.float32(x) == 0:
         raise ValueError(
             f"{name}={value!r} rounds to 0 in float32; use 0 or a value of at "
@@ -52,22 +103,57 @@ def check_eps(name: str, value) -> None:
 
 
 def check_positive(name: str, value) -> None:
-    """Raises ValueError unless ``0 < value < inf``."""
-    x = _static_value(value)
+    """Raises unless ``0 < value < inf``."""
+    x = static_value(name, value)
     if x is not None and not 0 < x < math.inf:
         raise ValueError(f"{name} must be in (0, inf), got {value!r}.")
 
 
 def check_bool(name: str, value) -> None:
-    """Raises ValueError unless ``value`` is a bool (a static flag)."""
+    """Raises TypeError unless ``value`` is a bool (a static flag).
+
+    ``maximize="no"`` would otherwise count as true.
+    """
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}.")
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raises ValueError unless ``value`` is one of ``choices`` (strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}.")
+
+
+def check_dtype(name: str, value) -> None:
+    """A moment's storage dtype: None (the default rule) or a real floating dtype."""
+    if value is None:
+        return
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be None or one of {list(_FLOAT_DTYPES)}, got {value!r}."
+        ) from None
+    if dtype.name not in _FLOAT_DTYPES:
+        raise ValueError(f"{name} must be None or one of {list(_FLOAT_DTYPES)}, got {value!r}.")
+
+
+def check_mask(value) -> None:
+    """``mask`` for weight decay: None, a callable of the params, or a tree of bools."""
+    if value is None or callable(value):
+        return
+    for leaf in jax.tree.leaves(value):
+        if not isinstance(leaf, (bool, np.bool_)):
+            raise TypeError(
+                "mask must be None, a callable params -> tree of bools, or a tree of bools; "
+                f"got a tree with the leaf {leaf!r}."
+            )
 
 
 def check_moments(b1, b2, amsgrad) -> None:
     """The arguments every Adam-type direction shares."""
-    check_range("b1", b1, high=1.0, high_inclusive=False)
-    check_range("b2", b2, high=1.0, high_inclusive=False)
+    check_decay("b1", b1)
+    check_decay("b2", b2)
     check_bool("amsgrad", amsgrad)
 
 
@@ -79,5 +165,5 @@ def check_epsilons(eps, eps_root) -> None:
 
 def check_optimizer(learning_rate, weight_decay) -> None:
     """The arguments every optimizer (direction, decay, learning rate) shares."""
-    check_range("learning_rate", learning_rate)
-    check_range("weight_decay", weight_decay)
+    check_range("learning_rate", learning_rate, schedule_ok=True)
+    check_range("weight_decay", weight_decay, schedule_ok=True)

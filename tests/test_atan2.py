@@ -167,30 +167,10 @@ def test_state_is_adam_state_and_epsilon_report_reads_it():
     _, state = tx.update(jnp.array([2.0, -2.0, 1e-3, 0.0]), tx.init(params), params)
     adam_state = state[0]
     assert isinstance(adam_state, adam_jax.ScaleByAdamState)
-    report = adam_jax.epsilon_report(state, 1e-8)
+    report = adam_jax.epsilon_report(state, adam_jax.AdamSpec(amsgrad=True))
     # sqrt(v / (1 - b2)) = |g| at step 1; eps dominates only the zero coordinate.
     assert float(report["dominated_fraction"]) == 0.25
     np.testing.assert_allclose(float(report["sqrt_term_q50"]), (2.0 + 1e-3) / 2, rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "kwargs, name",
-    [
-        ({"b1": 1.0}, "b1"),
-        ({"b1": -0.1}, "b1"),
-        ({"b2": 1.0}, "b2"),
-        ({"a": 0.0}, "a"),
-        ({"a": math.inf}, "a"),
-        ({"b": -1.0}, "b"),
-        ({"b": math.nan}, "b"),
-        ({"learning_rate": -1e-3}, "learning_rate"),
-        ({"weight_decay": -0.1}, "weight_decay"),
-        ({"amsgrad": 1}, "amsgrad"),
-    ],
-)
-def test_invalid_hyperparameters_raise(kwargs, name):
-    with pytest.raises(ValueError, match=rf"^{name}\b"):
-        adam_jax.adam_atan2(**kwargs)
 
 
 def test_complex_params_raise():

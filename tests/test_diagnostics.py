@@ -63,31 +63,36 @@ def _assert_report(report, expected):
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("eps", [0.0, 1e-8, 1.5e-7, 1.8])
 def test_crafted_state_every_convention(convention, amsgrad, eps):
-    report = adam_jax.epsilon_report(_crafted_state(amsgrad), eps, convention=convention, b2=B2)
+    spec = adam_jax.AdamSpec(eps=eps, b2=B2, amsgrad=amsgrad, convention=convention)
+    report = adam_jax.epsilon_report(_crafted_state(amsgrad), spec)
     _assert_report(report, _expected_report(EXPECTED[convention, amsgrad], eps))
 
 
 def test_dominated_fraction_by_hand():
     # Spelled out for one case: terms 0, 1e-9, 1e-7, 1, 2 against eps = 1e-8.
-    report = adam_jax.epsilon_report(_crafted_state(False), 1e-8, b2=B2)
+    report = adam_jax.epsilon_report(_crafted_state(False), adam_jax.AdamSpec(b2=B2))
     assert float(report["dominated_fraction"]) == pytest.approx(2 / 5)
     assert float(report["sqrt_term_q50"]) == pytest.approx(1e-7, rel=1e-6)
 
 
 def test_eps_root_is_inside_the_root():
-    report = adam_jax.epsilon_report(_crafted_state(False), 1.5, b2=B2, eps_root=1.0)
+    report = adam_jax.epsilon_report(
+        _crafted_state(False), adam_jax.AdamSpec(eps=1.5, b2=B2, eps_root=1.0)
+    )
     _assert_report(report, _expected_report(np.sqrt(BASE**2 + 1.0), 1.5))
 
 
 def test_float64_state(x64):
-    report = adam_jax.epsilon_report(_crafted_state(True, jnp.float64), 1e-8, b2=B2)
+    report = adam_jax.epsilon_report(
+        _crafted_state(True, jnp.float64), adam_jax.AdamSpec(b2=B2, amsgrad=True)
+    )
     assert report["sqrt_term_q50"].dtype == jnp.float64
     np.testing.assert_allclose(float(report["sqrt_term_q50"]), 2e-7, rtol=1e-14)
 
 
 def test_before_the_first_step_every_coordinate_is_dominated():
-    state = adam_jax.adam(1e-3).init({"w": jnp.ones((2, 3))})
-    report = adam_jax.epsilon_report(state, 1e-8)
+    optimizer = adam_jax.adam(1e-3)
+    report = optimizer.epsilon_report(optimizer.init({"w": jnp.ones((2, 3))}))
     assert float(report["dominated_fraction"]) == 1.0
     assert float(report["zero_fraction"]) == 1.0
     assert float(report["sqrt_term_q99"]) == 0.0
@@ -99,16 +104,20 @@ TERMS = np.array([2.0, 3.0, 0.0, 1e-9, 1e-7, 1.0])  # |g|, leaves in key order b
 
 
 def _wrapped(name):
+    """(the optimizer, what epsilon_report is given as the optimizer)"""
     adam = adam_jax.amsgrad(1e-3, b2=0.99)
+    if name == "inject_hyperparams":  # b2 = 0.99 is read from the injected hyperparams
+        return optax.inject_hyperparams(adam_jax.amsgrad)(1e-3, b2=0.99), adam_jax.amsgrad(1e-3)
+    if name == "atan2":
+        atan2 = adam_jax.adam_atan2(1e-3, b2=0.99, amsgrad=True)
+        return atan2, adam_jax.AdamSpec(b2=0.99, amsgrad=True)
     return {
         "adam": adam,
         "chain": optax.chain(optax.clip(10.0), adam, optax.scale(0.5)),
-        "inject_hyperparams": optax.inject_hyperparams(adam_jax.amsgrad)(1e-3, b2=0.99),
         "multi_steps": optax.MultiSteps(adam, every_k_schedule=2),
         "apply_if_finite": optax.apply_if_finite(adam, max_consecutive_errors=3),
         "nested": optax.MultiSteps(optax.apply_if_finite(adam, 3), every_k_schedule=1),
-        "atan2": adam_jax.adam_atan2(1e-3, b2=0.99, amsgrad=True),
-    }[name]
+    }[name], adam
 
 
 @pytest.mark.parametrize(
@@ -116,13 +125,13 @@ def _wrapped(name):
     ["adam", "chain", "inject_hyperparams", "multi_steps", "apply_if_finite", "nested", "atan2"],
 )
 def test_finds_the_state_inside_wrappers(name):
-    optimizer = _wrapped(name)
+    optimizer, reported = _wrapped(name)
     params = jax.tree.map(jnp.zeros_like, GRADS)
     state = optimizer.init(params)
     steps = 2 if name == "multi_steps" else 1  # MultiSteps updates every second call
     for _ in range(steps):
         _, state = optimizer.update(GRADS, state, params)
-    report = jax.jit(lambda s: adam_jax.epsilon_report(s, 1e-8, b2=0.99))(state)
+    report = jax.jit(lambda s: adam_jax.epsilon_report(s, reported))(state)
     _assert_report(report, _expected_report(TERMS, 1e-8))
 
 
@@ -130,7 +139,7 @@ def test_per_leaf():
     optimizer = adam_jax.adam(1e-3)
     params = jax.tree.map(jnp.zeros_like, GRADS)
     _, state = optimizer.update(GRADS, optimizer.init(params), params)
-    report = adam_jax.epsilon_report(state, 1e-8, per_leaf=True)
+    report = adam_jax.epsilon_report(state, optimizer, per_leaf=True)
     assert set(report["per_leaf"]) == {"b", "w"}  # the params' tree, a report per leaf
     _assert_report(report["per_leaf"]["b"], _expected_report(np.array([2.0, 3.0]), 1e-8))
     _assert_report(
@@ -139,18 +148,18 @@ def test_per_leaf():
     _assert_report(report, _expected_report(TERMS, 1e-8))
 
 
-def test_jit_with_traced_eps_and_b2():
+def test_jit_with_traced_eps():
     state = _crafted_state(True)
-    report = jax.jit(lambda s, eps, b2: adam_jax.epsilon_report(s, eps, convention="keras", b2=b2))(
-        state, 1.5e-7, B2
-    )
+    spec = adam_jax.AdamSpec(convention="keras", b2=B2, amsgrad=True)
+    report = jax.jit(lambda s, eps: adam_jax.epsilon_report(s, spec, eps=eps))(state, 1.5e-7)
     _assert_report(report, _expected_report(EXPECTED["keras", True], 1.5e-7))
 
 
 def test_vmap_over_eps():
     state = _crafted_state(False)
     eps = jnp.array([0.0, 1e-8, 1.5e-7, 1.8])
-    fractions = jax.vmap(lambda e: adam_jax.epsilon_report(state, e, b2=B2))(eps)
+    spec = adam_jax.AdamSpec(b2=B2)
+    fractions = jax.vmap(lambda e: adam_jax.epsilon_report(state, spec, eps=e))(eps)
     np.testing.assert_allclose(fractions["dominated_fraction"], [0.2, 0.4, 0.6, 0.8])
 
 
@@ -165,12 +174,18 @@ def test_vmap_over_eps():
 )
 def test_clear_error_without_exactly_one_adam_state(state, found):
     with pytest.raises(ValueError, match=rf"exactly one adam_jax ScaleByAdamState.*found {found}"):
-        adam_jax.epsilon_report(state, 1e-8)
+        adam_jax.epsilon_report(state, adam_jax.adam())
 
 
-def test_unknown_convention_raises():
-    with pytest.raises(ValueError, match="convention"):
-        adam_jax.epsilon_report(_crafted_state(False), 1e-8, convention="torch")
+def test_settings_come_from_the_optimizer():
+    """A keras state read with the keras optimizer's own settings: no silent mismatch."""
+    optimizer = adam_jax.adam(1e-3, b2=B2, convention="keras")
+    report = optimizer.epsilon_report(_crafted_state(False))
+    _assert_report(report, _expected_report(EXPECTED["keras", False], 1e-8))
+    with pytest.raises(TypeError, match="needs the adam_jax optimizer that made the state"):
+        adam_jax.epsilon_report(_crafted_state(False), 1e-8)
+    with pytest.raises(TypeError, match="needs the adam_jax optimizer"):
+        adam_jax.epsilon_report(_crafted_state(False), optax.adam(1e-3))
 
 
 def test_eps_sweep_smoke(tmp_path):
