@@ -1,0 +1,79 @@
+"""One description: every public factory is a view of ``AdamSpec``.
+
+The factories keep explicit signatures (``optax.inject_hyperparams`` reads
+them); these tests make sure no signature drifts from the spec: each argument
+is a field with the same default, or a documented exception.
+"""
+
+import dataclasses
+import inspect
+
+import jax.numpy as jnp
+import optax
+import pytest
+
+import adam_jax
+
+FIELDS = {f.name: f.default for f in dataclasses.fields(adam_jax.AdamSpec)}
+
+# Arguments a factory fixes or defaults differently from the spec, on purpose.
+FIXED = {
+    "adam": {},
+    "amsgrad": {"amsgrad": True},
+    "adamw": {"decoupled_weight_decay": True},
+    "nadam": {"nesterov": True},
+    "scale_by_adam": {},
+}
+OTHER_DEFAULTS = {
+    "adamw": {"weight_decay": 1e-2},  # torch.optim.AdamW's
+    "nadam": {"learning_rate": 2e-3},  # torch.optim.NAdam's
+}
+# The chain's arguments, which a bare direction does not take.
+CHAIN_ONLY = {"learning_rate", "weight_decay", "decoupled_weight_decay", "mask", "maximize"}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_signature_is_the_spec(name):
+    factory = getattr(adam_jax, name)
+    params = inspect.signature(factory).parameters
+    expected = set(FIELDS) - set(FIXED[name])
+    if name == "scale_by_adam":
+        expected -= CHAIN_ONLY
+    if name != "nadam" and name != "scale_by_adam":
+        expected -= {"nesterov", "momentum_decay"}
+    if name == "nadam":
+        expected -= {"amsgrad"}  # no AMSGrad NAdam in any framework
+    assert set(params) == expected
+    for arg, p in params.items():
+        default = OTHER_DEFAULTS.get(name, {}).get(arg, FIELDS[arg])
+        assert p.default == default, f"{name}({arg}=...) defaults to {p.default!r}"
+
+
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "adamw", "nadam"])
+def test_factory_builds_the_spec_it_advertises(name):
+    kwargs = {"learning_rate": 0.05, "b1": 0.8, "eps": 1e-6, "convention": "keras"}
+    optimizer = getattr(adam_jax, name)(**kwargs)
+    assert isinstance(optimizer, adam_jax.Optimizer)
+    assert isinstance(optimizer, optax.GradientTransformation)
+    expected = adam_jax.AdamSpec(**{**FIXED[name], **OTHER_DEFAULTS.get(name, {}), **kwargs})
+    assert optimizer.spec == expected
+
+
+def test_inject_hyperparams_reads_the_signatures():
+    for factory in (adam_jax.adam, adam_jax.amsgrad, adam_jax.adamw, adam_jax.nadam):
+        tx = optax.inject_hyperparams(factory)(learning_rate=0.1, b1=0.5)
+        state = tx.init(jnp.zeros(2))
+        assert set(state.hyperparams) >= {"learning_rate", "b1"}
+        tx.update(jnp.ones(2), state, jnp.zeros(2))
+
+
+def test_spec_is_validated_again_on_replace():
+    spec = adam_jax.AdamSpec()
+    assert spec.replace(eps=1e-6).eps == 1e-6
+    with pytest.raises(ValueError, match="eps must be in"):
+        spec.replace(eps=-1.0)
+
+
+def test_spec_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        adam_jax.AdamSpec().eps = 0.1
