@@ -183,3 +183,22 @@ def nadam_coefficients(
     return StepCoefficients(
         mu_next / (1 - mu_product * mu_next), 1 / bc2, one, (1 - mu) / (1 - mu_product)
     )
+
+
+def step_latex(convention: Convention, amsgrad: bool) -> str:
+    """The step :math:`s_t` of ``step_coefficients`` written as LaTeX, for the docs.
+
+    Follows the same branches as :func:`step_coefficients`, with :math:`r_t` the
+    second moment divided by (:math:`v_t`, or AMSGrad's maximum).
+    """
+    r = "r_t" if amsgrad else "v_t"
+    if amsgrad and not convention.amsgrad_bias_correction:
+        return f"\\dfrac{{m_t}}{{\\sqrt{{{r} + \\bar\\epsilon}} + \\epsilon}}"
+    if convention.epsilon_hat:
+        return (
+            f"\\dfrac{{\\sqrt{{c_2}}}}{{c_1}} \\cdot "
+            f"\\dfrac{{m_t}}{{\\sqrt{{{r} + \\bar\\epsilon}} + \\epsilon}}"
+        )
+    if amsgrad and convention.max_of_corrected:
+        return f"\\dfrac{{m_t / c_1}}{{\\sqrt{{{r} + \\bar\\epsilon}} + \\epsilon}}"
+    return f"\\dfrac{{m_t / c_1}}{{\\sqrt{{{r} / c_2 + \\bar\\epsilon}} + \\epsilon}}"

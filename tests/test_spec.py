@@ -77,3 +77,57 @@ def test_spec_is_validated_again_on_replace():
 def test_spec_is_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         adam_jax.AdamSpec().eps = 0.1
+
+
+def _latex_to_python(tex: str) -> str:
+    """The few LaTeX constructs of ``step_latex`` as a Python expression."""
+
+    def braced(s, i):  # the {...} group starting at s[i], and the index after it
+        depth = 0
+        for j in range(i, len(s)):
+            depth += {"{": 1, "}": -1}.get(s[j], 0)
+            if depth == 0:
+                return s[i + 1 : j], j + 1
+        raise ValueError(s)
+
+    out, i = "", 0
+    while i < len(tex):
+        if tex.startswith("\\dfrac", i):
+            a, i = braced(tex, i + 6)
+            b, i = braced(tex, i)
+            out += f"(({_latex_to_python(a)}) / ({_latex_to_python(b)}))"
+        elif tex.startswith("\\sqrt", i):
+            a, i = braced(tex, i + 5)
+            out += f"sqrt({_latex_to_python(a)})"
+        else:
+            out += tex[i]
+            i += 1
+    for a, b in [("\\cdot", "*"), ("\\bar\\epsilon", "eps_root"), ("\\epsilon", "eps")]:
+        out = out.replace(a, b)
+    for a, b in [("m_t", "m"), ("v_t", "r"), ("r_t", "r"), ("c_1", "bc1"), ("c_2", "bc2")]:
+        out = out.replace(a, b)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(adam_jax.CONVENTIONS))
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_docs_formula_is_the_code(name, amsgrad):
+    """The docs' table (``step_latex``) and the step's scalars say the same thing."""
+    import math
+
+    from adam_jax import _conventions
+
+    row = adam_jax.CONVENTIONS[name]
+    values = dict(m=0.3, r=0.02, bc1=0.19, bc2=0.0199, eps=1e-3, eps_root=1e-4)
+    expr = _latex_to_python(_conventions.step_latex(row, amsgrad))
+    from_docs = eval(expr, {"sqrt": math.sqrt}, values)  # noqa: S307 - our own string
+    k = _conventions.step_coefficients(
+        row, amsgrad, jnp.asarray(values["bc1"], jnp.float32), jnp.asarray(values["bc2"])
+    )
+    r = values["r"]  # the r_t of the formula is what the code keeps (before_max applied)
+    from_code = (
+        float(k.numerator)
+        * values["m"]
+        / (math.sqrt(r * float(k.inside) + values["eps_root"]) + values["eps"])
+    )
+    assert from_docs == pytest.approx(from_code, rel=1e-5)
