@@ -6,6 +6,7 @@ the spec with the same default, unless the factory's docstring says otherwise.
 """
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import jax
 import optax
@@ -14,7 +15,7 @@ from adam_jax._chain import adam_optimizer
 from adam_jax._conventions import ConventionName
 from adam_jax._spec import AdamSpec, Optimizer
 
-Mask = optax.Params | Callable[[optax.Params], optax.Params] | None
+Mask: TypeAlias = optax.Params | Callable[[optax.Params], optax.Params] | None
 
 
 def adam(

@@ -1,5 +1,7 @@
 """``epsilon_report``: how often epsilon dominates Adam's denominator."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -169,7 +171,8 @@ def epsilon_report(
     if eps is None:
         eps = injected.get("eps", spec.eps)
     terms = sqrt_terms(state, spec, b2=injected.get("b2"), eps_root=injected.get("eps_root"))
-    leaves, treedef = jax.tree.flatten(terms)
+    leaves = jax.tree.leaves(terms)
+    treedef: Any = jax.tree.structure(terms)
     report = _summary(leaves, eps)
     if per_leaf:
         report["per_leaf"] = treedef.unflatten([_summary([t], eps) for t in leaves])

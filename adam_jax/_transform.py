@@ -1,7 +1,7 @@
 """``scale_by_adam``: the Adam, AMSGrad and NAdam update equations, in one place."""
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ class ScaleByAdamState(NamedTuple):
         schedule, a float32 (or float64) scalar; None otherwise.
     """
 
-    count: jax.Array  # shape=(), dtype=jnp.int32
+    count: jax.Array  # type: ignore[assignment]  # shape=(), int32; shadows tuple.count
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None
@@ -321,10 +321,11 @@ def _abs_sq(x: jax.Array) -> jax.Array:
 
 
 def _check_same_tree(updates, moments) -> None:
-    if jax.tree.structure(updates) != jax.tree.structure(moments):
+    expected: Any = jax.tree.structure(moments)
+    if jax.tree.structure(updates) != expected:
         raise ValueError(
             "the gradients' tree does not match the optimizer state's tree: got "
-            f"{jax.tree.structure(updates)}, expected {jax.tree.structure(moments)}. "
+            f"{jax.tree.structure(updates)}, expected {expected}. "
             "Initialise the optimizer with params of the same structure."
         )
 
