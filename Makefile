@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: train test docs serve-docs check-site wheel bench clean
+.PHONY: train test docs serve-docs check-site wheel bench mutants clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: $(VENV)/.test  ## benchmarks (docs/performance.md): step, training, memor
 	$(PY) scripts/bench_update.py
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_memory.py
+
+mutants: $(VENV)/.test  ## mutation testing: every mutant of adam_jax/ must fail a test (not in CI)
+	$(PY) scripts/mutants.py
 
 clean:
 	rm -rf $(VENV) site runs dist build
