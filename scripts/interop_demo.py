@@ -39,6 +39,7 @@ from adam_jax import interop
 
 N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10
 LR, EPS = 1e-4, 1e-8
+CONVENTION = {"PyTorch": "pytorch", "optax": "optax", "Keras": "keras"}
 NAME_MAP = {
     "0.weight": interop.linear("hidden/kernel"),
     "0.bias": "hidden/bias",
@@ -150,12 +151,14 @@ def optax_runs(params, data, before: int, after: int) -> dict:
     first, mid, ours = jax_steps(params, opt, opt.init(params), x, y, before)
     _, theirs = interop.optax.to_optax(ours, hp, mid)
     then, *_ = jax_steps(mid, tx, theirs, x, y, after)
+    scratch, *_ = jax_steps(params, opt, opt.init(params), x, y, before + after)
     return {
         "reference": uninterrupted,
         "continued": {
             "optax -> adam_jax": optax_to_jax,
             "adam_jax -> optax": np.concatenate([first, then]),
         },
+        "scratch": scratch,
     }
 
 
@@ -208,11 +211,14 @@ def keras_runs(params, data, before: int, after: int, dtype: str) -> dict:
         v = variables()
         k_opt = interop.keras.to_keras(mid, state, start.groups, v, name_map)
         jax_to_keras = np.concatenate([first, steps(k_opt, v, after)])
+        state = start.optimizer.init(start.params)
+        scratch, *_ = jax_steps(start.params, start.optimizer, state, x, y, before + after)
     finally:
         keras.config.set_floatx(floatx)
     return {
         "reference": uninterrupted,
         "continued": {"Keras -> adam_jax": keras_to_jax, "adam_jax -> Keras": jax_to_keras},
+        "scratch": scratch,
     }
 
 
@@ -253,7 +259,7 @@ def table(results: dict, before: int) -> list[dict]:
                 rows.append(
                     {
                         "dtype": dtype,
-                        "run": "adam_jax from scratch",
+                        "run": f"adam_jax from scratch ({CONVENTION[framework]!r})",
                         "reference": f"{framework} uninterrupted",
                         "loss_at_end": float(run["scratch"][-1]),
                         "reference_loss_at_end": float(run["reference"][-1]),

@@ -56,7 +56,7 @@ class ParamGroup:
     """Params that share hyperparameters, as a framework's param group.
 
     Attributes:
-      hyperparams: the group's :class:`AdamHyperparams`.
+      hyperparams: the group's :class:`adam_jax.interop.AdamHyperparams`.
       paths: the params in the group, as paths of the params tree, in the
         framework's order (``torch.optim``'s parameter indices follow it).
     """
@@ -168,9 +168,9 @@ class Converted(NamedTuple):
     Attributes:
       params: the params tree (nested dicts, by the name map's paths).
       optimizer: the optax optimizer (``adam_jax.adam``, or ``optax.partition``
-        of one per group), see :func:`build_optimizer`.
+        of one per group), see :func:`adam_jax.interop.build_optimizer`.
       opt_state: its state, holding the framework's steps and moments.
-      groups: the :class:`ParamGroup` list, to convert back.
+      groups: the :class:`adam_jax.interop.ParamGroup` list, to convert back.
     """
 
     params: Any

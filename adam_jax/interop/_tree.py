@@ -2,7 +2,7 @@
 
 A framework names a tensor with a string (``"0.weight"``, ``"dense/kernel"``);
 a JAX params tree names a leaf by its path. A name map says, for each framework
-name, the leaf's path and how the axes move (a :class:`Leaf`). The moments of
+name, the leaf's path and how the axes move (a :class:`adam_jax.interop.Leaf`). The moments of
 Adam are elementwise, so they move exactly as their weights do.
 
 The optimizer state is read and written through its ``ScaleByAdamState`` (or
@@ -120,7 +120,7 @@ def conv(path: Any, spatial_dims: int = 2) -> Leaf:
 
 
 def normalize_name_map(name_map: Mapping[str, Any]) -> dict[str, Leaf]:
-    """``name_map`` with every value a :class:`Leaf`; two names on one path raise."""
+    """``name_map`` with every value a ``Leaf``; two names on one path raise."""
     if not isinstance(name_map, Mapping) or not name_map:
         raise TypeError(
             f"name_map must be a non-empty mapping of framework names to params paths, "
@@ -139,7 +139,7 @@ def normalize_name_map(name_map: Mapping[str, Any]) -> dict[str, Leaf]:
 
 
 def key_str(key) -> str:
-    """One entry of a JAX key path as the string a :class:`Leaf` path uses."""
+    """One entry of a JAX key path as the string a :class:`adam_jax.interop.Leaf` path uses."""
     for attr in ("key", "idx", "name"):
         if hasattr(key, attr):
             return str(getattr(key, attr))

@@ -91,6 +91,7 @@ def from_keras(
         by the optimizer, a shape that does not fit, or an unsupported option.
 
     Examples:
+      >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
       >>> import keras, numpy as np, adam_jax.interop as interop
       >>> w = keras.Variable(np.ones(2, "float32"), name="w")
       >>> opt = keras.optimizers.Adam(0.1, amsgrad=True)
@@ -187,6 +188,7 @@ def to_keras(
         ``eps_root`` is set, or the steps or shapes do not fit.
 
     Examples:
+      >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
       >>> import jax.numpy as jnp, keras, numpy as np, adam_jax.interop as interop
       >>> hp = interop.AdamHyperparams(0.1, eps=1e-7, convention="keras")
       >>> groups = [interop.ParamGroup(hp, (("w",),))]

@@ -82,7 +82,7 @@ def from_optax(
       >>> _, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
       >>> hp = interop.AdamHyperparams(0.1, amsgrad=True, convention="optax")
       >>> opt, ours = interop.optax.from_optax(state, hp)
-      >>> int(ours[0].count), ours[0].nu_max["w"]
+      >>> int(ours[0].count), ours[0].nu_max["w"].round(4)  # v_1 / (1 - b2) = g^2
       (1, Array([1., 1.], dtype=float32))
 
     References:
@@ -111,7 +111,9 @@ def from_optax(
 def to_optax(
     opt_state: optax.OptState, hyperparams: AdamHyperparams, params=None
 ) -> tuple[optax.GradientTransformation, optax.OptState]:
-    """An adam_jax state as the matching optax optimizer (see :func:`optax_optimizer`) and state.
+    """An adam_jax state as the matching optax optimizer and its state.
+
+    The optimizer is :func:`adam_jax.interop.optax.optax_optimizer`'s.
 
     Args:
       opt_state: the adam_jax optimizer's state (one ``ScaleByAdamState``).

@@ -95,7 +95,8 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
 
     Args:
       params: the params tree.
-      name_map: as :func:`params_from_torch`; every params leaf must be mapped.
+      name_map: as :func:`adam_jax.interop.torch.params_from_torch`; every params
+        leaf must be mapped.
 
     Returns:
       torch name -> CPU tensor, in the name map's order and torch's layout.
@@ -119,7 +120,7 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
 def hyperparams_from_torch(
     group: Mapping[str, Any], index: int, decoupled_weight_decay: bool | None = None
 ) -> AdamHyperparams:
-    """The :class:`AdamHyperparams` of one ``torch.optim.Adam``/``AdamW`` param group.
+    """The hyperparameters of one ``torch.optim.Adam``/``AdamW`` param group.
 
     Args:
       group: an entry of ``state_dict()["param_groups"]``.
@@ -214,7 +215,7 @@ def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]
 
 
 def _group_moments(index, group, torch_names, state, names, hp) -> _tree.Moments:
-    """The :class:`_tree.Moments` of one torch param group, checked."""
+    """The ``Moments`` of one torch param group, checked."""
     fields = ("mu", "nu", "nu_max") if hp.amsgrad else ("mu", "nu")
     present = [(i, n) for i, n in zip(group["params"], torch_names, strict=True) if i in state]
     if not present:  # torch creates a parameter's state at its first step
@@ -279,7 +280,7 @@ def from_torch(
       optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``
         or ``AdamW``.
       name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`,
-        see :func:`params_from_torch`.
+        see :func:`adam_jax.interop.torch.params_from_torch`.
       param_names: the torch names of the optimizer's parameters in its order;
         by default the groups' ``param_names`` (an optimizer built from
         ``named_parameters()``), or for one group the order of the model state
@@ -366,10 +367,10 @@ def to_torch(
     Args:
       params: the params tree.
       opt_state: the state of the optimizer built for ``groups`` (by
-        :func:`from_torch` or :func:`adam_jax.interop.build_optimizer`).
+        :func:`adam_jax.interop.torch.from_torch` or :func:`adam_jax.interop.build_optimizer`).
       groups: the :class:`adam_jax.interop.ParamGroup` list; the torch optimizer
         loading the result must have the same groups, in the same order.
-      name_map: as :func:`from_torch`.
+      name_map: as :func:`adam_jax.interop.torch.from_torch`.
 
     Returns:
       ``(model_state_dict, optimizer_state_dict)`` for ``module.load_state_dict``
@@ -448,13 +449,13 @@ def load_checkpoint(
 
     Args:
       path: the checkpoint, loaded with ``torch.load(weights_only=True)`` on the CPU.
-      name_map: as :func:`from_torch`.
+      name_map: as :func:`adam_jax.interop.torch.from_torch`.
       model_key, optimizer_key: the keys of the two state dicts in the file.
-      **kwargs: passed to :func:`from_torch` (``param_names``, ``skip``, ``dtype``,
-        ``decoupled_weight_decay``).
+      **kwargs: passed to :func:`adam_jax.interop.torch.from_torch`
+        (``param_names``, ``skip``, ``dtype``, ``decoupled_weight_decay``).
 
     Returns:
-      :func:`from_torch`'s :class:`adam_jax.interop.Converted`.
+      :func:`adam_jax.interop.torch.from_torch`'s :class:`adam_jax.interop.Converted`.
 
     Examples:
       >>> import os, tempfile, torch, adam_jax.interop as interop
@@ -490,11 +491,11 @@ def save_checkpoint(
     model_key: str = "model",
     optimizer_key: str = "optimizer",
 ) -> None:
-    """Writes :func:`to_torch`'s state dicts with ``torch.save``, under two keys.
+    """Writes the state dicts of :func:`adam_jax.interop.torch.to_torch` with ``torch.save``.
 
     Args:
       path: the file to write.
-      params, opt_state, groups, name_map: as :func:`to_torch`.
+      params, opt_state, groups, name_map: as :func:`adam_jax.interop.torch.to_torch`.
       model_key, optimizer_key: the keys of the two state dicts in the file.
     """
     import torch
