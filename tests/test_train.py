@@ -329,8 +329,8 @@ def test_bad_resume_exits_2_and_writes_nothing(finished_run, tmp_path, capsys, d
         (out / "config.json").unlink()
     elif damage == "checkpoints_missing":
         shutil.rmtree(out / "checkpoints")
-    elif damage == "checkpoint_corrupt":
-        for dirpath, _, files in os.walk(out / "checkpoints" / "4"):
+    elif damage == "checkpoint_corrupt":  # every checkpoint: nothing to fall back to
+        for dirpath, _, files in os.walk(out / "checkpoints"):
             for name in files:
                 with open(os.path.join(dirpath, name), "wb") as f:
                     f.write(b"\0garbage")

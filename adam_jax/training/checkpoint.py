@@ -48,7 +48,12 @@ def manager(out: str):
 
 
 def save(checkpoints, state: TrainState, rows: list) -> None:
-    """Saves the state, the metrics so far and their checksum under the state's step."""
+    """Saves the state, the metrics so far and their checksum under the state's step.
+
+    Raises:
+      OSError: when the checkpoint cannot be written (orbax's error, one line);
+        the checkpoints already on disk are untouched.
+    """
     import orbax.checkpoint as ocp
 
     items = ocp.args.Composite(
@@ -56,7 +61,18 @@ def save(checkpoints, state: TrainState, rows: list) -> None:
         rows=ocp.args.JsonSave(rows),
         checksum=ocp.args.JsonSave({"sha256": checksum(state, rows)}),
     )
-    checkpoints.save(int(state.step), args=items)
+    try:
+        with _quiet_absl():
+            checkpoints.save(int(state.step), args=items)
+    except Exception as e:  # orbax wraps a failed write (disk full) in many types
+        raise OSError(f"checkpoint {int(state.step)}: {_first_line(e)}") from e
+
+
+def close(checkpoints) -> None:
+    """Closes the manager, also after a failed save (whose threads orbax must stop)."""
+    with _quiet_absl(), contextlib.suppress(Exception):
+        checkpoints.wait_until_finished()
+        checkpoints.close()
 
 
 class Restored(NamedTuple):

@@ -414,18 +414,18 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
 
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        disable=config.quiet or config.print_loss,
-        unit="step",
-        file=sys.stderr,
-        ncols=90,
-    )
     step, t0 = start, time.perf_counter()
     # The host waits for each chunk in a helper thread: the main thread stays
     # free to take Ctrl-C at once, even during a long chunk.
-    with Interrupt() as interrupt, bar, concurrent.futures.ThreadPoolExecutor(1) as waiter:
+    with Interrupt() as interrupt, concurrent.futures.ThreadPoolExecutor(1) as waiter:
+        bar = tqdm(
+            total=config.steps,
+            initial=start,
+            disable=config.quiet or config.print_loss,
+            unit="step",
+            file=sys.stderr,
+            ncols=90,
+        )
         try:
             while step < config.steps:
                 stop = loop.next_stop(step, config.steps, config.log_every, config.ckpt_every)
@@ -455,18 +455,20 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
                     status = f"interrupted at step {step}"
                     break
         except OSError as e:
-            bar.close()
+            bar.close()  # before the message, so that it stands on its own line
             kept = checkpoints.latest_step()
             kept = f"checkpoint of step {kept} kept" if kept is not None else "no checkpoint"
+            checkpoint.close(checkpoints)
             print(
                 f"{PROG}: error: stopped at step {step}: cannot write: {e}; {kept}", file=sys.stderr
             )
             return EXIT_STOPPED
         finally:
+            bar.close()
             metrics_file.close()
     wall_s = time.perf_counter() - t0
     checkpoint_step = checkpoints.latest_step()
-    checkpoints.close()
+    checkpoint.close(checkpoints)
 
     summary = metrics.summary(config.task, status, rows, start, wall_s, compile_s, checkpoint_step)
     try:
