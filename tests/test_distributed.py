@@ -106,15 +106,21 @@ def test_fsdp_holds_one_nth_of_every_divisible_array(one_process):
 
 
 def test_float32_differs_from_one_device_by_reduction_order(tmp_path):
-    """float32: the gradient's sum over the batch is split into per-device partial sums.
+    """float32: each device sums its rows of the batch, then the partial sums are added.
 
-    Measured (2026-11-25): at most 3e-6 relative over 100 steps; the bound leaves room for
-    other machines' summation order.
+    The yardstick is the same single-device run with the batch rows reversed (only
+    the order of the sums changes). Measured (2026-11-25, 100 steps): 8 devices
+    1.5e-5 relative at most (6e-7 over the first 10 steps), reversed rows 8.7e-6:
+    the same size, growing as the loss nears its floor.
     """
-    got = train(tmp_path, "--dtype=float32", "--run=single", "--run=dp:8", "--run=fsdp:8")
+    runs = ("single", "reversed", "dp:8", "fsdp:8")
+    got = train(tmp_path, "--dtype=float32", *[f"--run={r}" for r in runs])
     single = got["single"]["losses"]
+    reordered = relative(got["reversed"]["losses"], single)
+    assert 0 < reordered <= 1e-4
     for run in ("dp:8", "fsdp:8"):
-        assert relative(got[run]["losses"], single) <= 1e-4, run
+        sharded = relative(got[run]["losses"], single)
+        assert sharded <= 10 * reordered, (run, sharded, reordered)
     assert got["dp:8"]["losses"] == got["fsdp:8"]["losses"]
 
 

@@ -12,8 +12,9 @@ steps; an orbax checkpoint is written after each chunk with ``--save``.
     python scripts/launch.py -n 2 --cpu-devices 2 -- python train_program.py \\
         --distributed --run dp:4 --out losses.json
 
-Each ``--run`` is ``single`` (plain jit on one device, no mesh) or
-``LAYOUT:N`` (``dp`` or ``fsdp`` on a mesh of the first N devices). ``--out``
+Each ``--run`` is ``single`` (plain jit on one device, no mesh), ``reversed``
+(the same with the batch rows in reverse order: only the summation order
+changes) or ``LAYOUT:N`` (``dp`` or ``fsdp`` on a mesh of the first N devices). ``--out``
 receives, from process 0, ``{run: {"losses": [...], "params_sha256": ...,
 "start_sha256": ..., "bytes_per_device": {...}}}``: all losses since step 0
 (restored ones included), hashes of the params at the end and at the start.
@@ -37,7 +38,9 @@ SEED = 0
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", action="append", required=True, help="single or dp:N or fsdp:N")
+    parser.add_argument(
+        "--run", action="append", required=True, help="single, reversed, dp:N or fsdp:N"
+    )
     parser.add_argument("--sizes", default="1000,100,10", help="layer widths")
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--steps", type=int, default=100)
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
 
     for run in args.run:
         layout, _, n = run.partition(":")
-        mesh = None if layout == "single" else distributed.make_mesh(int(n))
+        mesh = None if layout in ("single", "reversed") else distributed.make_mesh(int(n))
 
         def loss_fn(params, x, y, layout=layout):
             if layout == "fsdp":
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
             shardings = jax.tree.map(
                 lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), shapes
             )
-            batch = (jnp.asarray(x), jnp.asarray(y))
+            rows = slice(None, None, -1 if layout == "reversed" else 1)
+            batch = (jnp.asarray(x[rows]), jnp.asarray(y[rows]))
         else:
             make = (
                 distributed.fsdp_shardings if layout == "fsdp" else distributed.replicated_shardings
