@@ -1,11 +1,14 @@
-"""Sweep Adam's epsilon on the seed's task and on digits; write JSON and plots.
+"""Sweep Adam's epsilon over registered tasks (seed and digits by default); write JSON and plots.
 
 For each task, optimizer (Adam, AMSGrad: PyTorch convention; Adam-atan2, which
-has no epsilon), learning rate, epsilon and seed, it trains a small MLP and
-records the final loss (and test accuracy on digits) and, every
-``REPORT_EVERY`` steps, ``adam_jax.epsilon_report``'s ``dominated_fraction``.
-All runs of one task and optimizer are one jitted ``vmap`` over the grid of
-(learning rate, epsilon, seed), stepped by ``lax.scan``.
+has no epsilon), learning rate, epsilon and seed, it trains the task's model
+from the task registry (``adam_jax.training.tasks``: the same data, split,
+init and minibatch order as ``scripts/train.py --task T --seed S``) and
+records the final training loss, the task's held-out metrics (test accuracy
+on digits) and, every ``REPORT_EVERY`` steps, ``adam_jax.epsilon_report``'s
+``dominated_fraction``. All runs of one task and optimizer are one jitted
+``vmap`` over the grid of (learning rate, epsilon, seed), stepped by
+``lax.scan`` with the training package's ``train_step``.
 
     python scripts/eps_sweep.py                   # the full sweep, a few minutes on 2 CPU cores
     python scripts/eps_sweep.py --tasks digits --optimizers adam --seeds 1 --steps 20 \
@@ -20,137 +23,136 @@ import os
 import platform
 import sys
 import time
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from flax import nnx
 
-import adam_jax
+from adam_jax.training import loop, optimizers
+from adam_jax.training.tasks import TASKS, get_task
 
 # --- the sweep ---------------------------------------------------------------------------
 EPSILONS = (0.0, 1e-16, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
 OPTIMIZERS = ("adam", "amsgrad", "adam_atan2")
-SEEDS = 5  # seeds 0..SEEDS-1: weights, data (seed task) and batches (digits)
+SEEDS = 5  # seeds 0..SEEDS-1: the task's --seed (weights, data, split, batches)
 REPORT_EVERY = 10  # steps between two epsilon reports
-# --- the tasks ---------------------------------------------------------------------------
-# seed: the seed's 1000 -> 100 -> ReLU -> 10 MLP, sum-of-squares loss, 64 random points.
-# digits: sklearn's 8x8 digits, 64 -> 128 -> ReLU -> 10 MLP, mean cross-entropy, batches of 64.
-TASKS = {
-    "seed": {"sizes": (1000, 100, 10), "steps": 500, "lrs": (1e-4, 1e-3, 1e-2)},
-    "digits": {"sizes": (64, 128, 10), "steps": 1000, "lrs": (1e-3, 1e-2, 3e-2), "batch": 64},
+# Steps and learning rates swept per task; a task not listed gets its defaults.
+SWEEP = {
+    "seed": {"steps": 500, "lrs": (1e-4, 1e-3, 1e-2)},
+    "digits": {"steps": 1000, "lrs": (1e-3, 1e-2, 3e-2)},
 }
-DIGITS_TEST = 360  # held-out digits, fixed split
 DOMINATED_PLOT = {"seed": ("amsgrad", 1e-4), "digits": ("adam", 1e-2)}  # the seed's optimizer
+DTYPES = {"param_dtype": jnp.float32, "dtype": jnp.float32}
 # -----------------------------------------------------------------------------------------
 
 
-def init_mlp(key, sizes):
-    """``torch.nn.Linear``'s default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        key, kw, kb = jax.random.split(key, 3)
-        bound = 1 / math.sqrt(fan_in)
-        params[f"w{i + 1}"] = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
-        params[f"b{i + 1}"] = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
-    return params
+def sweep_settings(task: str) -> dict:
+    defaults = get_task(task).defaults
+    return SWEEP.get(task, {"steps": defaults["steps"], "lrs": (defaults["lr"],)})
 
 
-def mlp(params, x):
-    hidden = jax.nn.relu(x @ params["w1"] + params["b1"][None])
-    return hidden @ params["w2"] + params["b2"][None]
+def task_config(task: str, seed: int) -> SimpleNamespace:
+    """The flags ``scripts/train.py --task task --seed seed`` runs with (no file, float32)."""
+    batch_size = get_task(task).defaults["batch_size"]
+    return SimpleNamespace(
+        seed=seed, batch_size=batch_size, dtype="float32", init="torch", init_from=None
+    )
 
 
-def load_digits():
-    """Digits scaled to [0, 1], split once into train and test sets."""
-    from sklearn.datasets import load_digits as sklearn_digits
+def problems(task: str, seeds: int):
+    """The task's problem for seed 0, and params, data and data key of every seed, stacked."""
+    made = [get_task(task).make_problem(task_config(task, s), DTYPES) for s in range(seeds)]
 
-    data = sklearn_digits()
-    order = np.random.default_rng(0).permutation(len(data.target))
-    x, y = (data.data[order] / 16).astype(np.float32), data.target[order].astype(np.int32)
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    return (x[DIGITS_TEST:], y[DIGITS_TEST:]), (x[:DIGITS_TEST], y[:DIGITS_TEST])
+    def stack(*trees):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
-
-def make_optimizer(name, lr, eps):
-    """Built inside the traced function: ``lr`` and ``eps`` are traced."""
-    if name == "adam_atan2":
-        return adam_jax.adam_atan2(lr)
-    return adam_jax.adam(lr, eps=eps, amsgrad=name == "amsgrad")
+    stacked = {
+        "params": stack(*(p.params for p in made)),
+        "train": stack(*(p.train for p in made)),
+        "test": stack(*(p.test for p in made)) if made[0].test is not None else None,
+        "data_key": jnp.stack([loop.data_key(s) for s in range(seeds)]),
+    }
+    return made[0], stacked
 
 
-def make_run(task, name, steps, digits=None):
-    """``run(lr, eps, seed) -> dict of results``, pure and vmappable."""
-    sizes = TASKS[task]["sizes"]
+def optimizer_config(name: str, lr, eps) -> SimpleNamespace:
+    """``--optimizer name --lr lr --eps eps``, the other flags at train.py's defaults."""
+    return SimpleNamespace(
+        optimizer=name,
+        lr=lr,
+        schedule="constant",
+        b1=0.9,
+        b2=0.999,
+        eps=eps,
+        eps_root=0.0,
+        convention="pytorch",
+        weight_decay=None,
+        mu_dtype=None,
+        nu_dtype=None,
+    )
 
-    def problem(seed):
-        key_model, key_x, key_y = jax.random.split(jax.random.key(seed), 3)
-        params = init_mlp(key_model, sizes)
-        if task == "seed":
-            x = jax.random.normal(key_x, (64, sizes[0]))
-            y = jax.random.normal(key_y, (64, sizes[-1]))
 
-            def batch_loss(p, step):
-                del step
-                return jnp.sum((mlp(p, x) - y) ** 2)
+def make_run(problem, name: str, steps: int):
+    """``run(lr, eps, params, train, test, data_key) -> dict of results``, pure and vmappable."""
+    loss_fn = loop.make_loss_fn(problem, jnp.float32)
 
-            return params, batch_loss, lambda p: batch_loss(p, 0), None
+    def run(lr, eps, params, train, test, data_key):
+        config = optimizer_config(name, lr, eps)
+        optimizer = optimizers.make_optimizer(config)
+        report = optimizers.epsilon_report(config, optimizer)
+        this = problem._replace(params=params)
+        train_step = loop.make_train_step(this, optimizer, loss_dtype=jnp.float32, learning_rate=lr)
 
-        (x_train, y_train), (x_test, y_test) = digits
+        def step(state, _):
+            state, metrics = train_step(state, train)
+            return state, metrics["loss"]
 
-        def cross_entropy(p, x, y):
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(mlp(p, x), y))
+        def report_interval(state, _):
+            state, losses = jax.lax.scan(step, state, length=REPORT_EVERY)
+            if report is None:  # no epsilon: report only the loss
+                return state, (losses, {})
+            return state, (losses, report(state.opt_state))
 
-        def batch_loss(p, step):
-            idx = jax.random.randint(
-                jax.random.fold_in(key_x, step), (TASKS["digits"]["batch"],), 0, len(y_train)
-            )
-            return cross_entropy(p, x_train[idx], y_train[idx])
-
-        def accuracy(p):
-            return jnp.mean(jnp.argmax(mlp(p, x_test), axis=-1) == y_test)
-
-        return params, batch_loss, lambda p: cross_entropy(p, x_train, y_train), accuracy
-
-    def run(lr, eps, seed):
-        params, batch_loss, full_loss, accuracy = problem(seed)
-        optimizer = make_optimizer(name, lr, eps)
-
-        def step(carry, t):
-            params, opt_state = carry
-            loss, grads = jax.value_and_grad(batch_loss)(params, t)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        def report_interval(carry, ts):
-            carry, losses = jax.lax.scan(step, carry, ts)
-            report = adam_jax.epsilon_report(carry[1], eps)
-            return carry, (losses, report)
-
-        ts = jnp.arange(steps).reshape(-1, REPORT_EVERY)
-        carry = (params, optimizer.init(params))
-        (params, _), (losses, report) = jax.lax.scan(report_interval, carry, ts)
+        state = loop.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key)
+        state, (losses, reports) = jax.lax.scan(
+            report_interval, state, length=steps // REPORT_EVERY
+        )
         out = {
             "loss": losses.reshape(-1),
-            "final_loss": full_loss(params),
-            "dominated_fraction": report["dominated_fraction"],
-            "zero_fraction": report["zero_fraction"],
-            "sqrt_term_q50": report["sqrt_term_q50"],
+            "final_loss": loss_fn(state.params, (train["x"], train["y"]))[0],
+        } | {
+            k: reports[k]
+            for k in ("dominated_fraction", "zero_fraction", "sqrt_term_q50")
+            if k in reports
         }
-        if accuracy is not None:
-            out["test_accuracy"] = accuracy(params)
+        if test is not None and problem.test_metrics is not None:
+            pred = nnx.merge(problem.graphdef, state.params)(test["x"]).astype(jnp.float32)
+            out |= {f"test_{k}": v for k, v in problem.test_metrics(pred, test["y"]).items()}
         return out
 
     return run
 
 
-def sweep_one(task, name, lrs, epsilons, seeds, steps, digits):
+def sweep_one(task, name, lrs, epsilons, seeds, steps):
     """All runs of one task and optimizer, as a list of JSON-ready dicts."""
+    problem, stacked = problems(task, seeds)
     eps_grid = epsilons if name != "adam_atan2" else (0.0,)  # atan2 has no eps
     grid = [(lr, eps, s) for lr in lrs for eps in eps_grid for s in range(seeds)]
-    lr, eps, seed = (jnp.asarray(c) for c in zip(*grid, strict=True))
-    run = jax.jit(jax.vmap(make_run(task, name, steps, digits)))
-    out = jax.tree.map(np.asarray, run(lr.astype(jnp.float32), eps.astype(jnp.float32), seed))
+    lr, eps, seed = (np.asarray(c) for c in zip(*grid, strict=True))
+    per_run = {k: v for k, v in stacked.items() if v is not None}
+    per_run = jax.tree.map(lambda x: x[seed], per_run)  # each run's seed's params and data
+    run = make_run(problem, name, steps)
+
+    @jax.jit
+    def run_all(lr, eps, runs):
+        return jax.vmap(run)(
+            lr, eps, runs["params"], runs["train"], runs.get("test"), runs["data_key"]
+        )
+
+    out = run_all(jnp.asarray(lr, jnp.float32), jnp.asarray(eps, jnp.float32), per_run)
+    out = jax.tree.map(np.asarray, out)
     records = []
     for i, (lr_i, eps_i, seed_i) in enumerate(grid):
         record = {
@@ -161,14 +163,10 @@ def sweep_one(task, name, lrs, epsilons, seeds, steps, digits):
             "seed": seed_i,
             "final_loss": float(out["final_loss"][i]),
             "loss_every_50": _short(out["loss"][i, ::50]),
-            "dominated_fraction": _short(out["dominated_fraction"][i]),
-            "zero_fraction": _short(out["zero_fraction"][i]),
-            "sqrt_term_q50": _short(out["sqrt_term_q50"][i]),
         }
-        if name == "adam_atan2":
-            record["dominated_fraction"] = None  # no eps: the report's eps = 0 is meaningless
-        if "test_accuracy" in out:
-            record["test_accuracy"] = float(out["test_accuracy"][i])
+        for key in ("dominated_fraction", "zero_fraction", "sqrt_term_q50"):
+            record[key] = _short(out[key][i]) if key in out else None  # atan2: no eps
+        record |= {k: float(out[k][i]) for k in out if k.startswith("test_")}
         records.append(record)
     return records
 
@@ -195,12 +193,12 @@ def plot(records, epsilons, img_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
+    tasks = list(dict.fromkeys(r["task"] for r in records))
     xs = [eps_position(e) for e in epsilons]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         metric = "test_accuracy" if task == "digits" else "final_loss"
-        for j, lr in enumerate(TASKS[task]["lrs"]):
+        for j, lr in enumerate(sweep_settings(task)["lrs"]):
             color = f"C{j}"
             for name, style in (("adam", "-o"), ("amsgrad", "--s")):
                 ys = [
@@ -227,7 +225,7 @@ def plot(records, epsilons, img_dir):
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        name, lr = DOMINATED_PLOT[task]
+        name, lr = DOMINATED_PLOT.get(task, ("adam", sweep_settings(task)["lrs"][0]))
 
         def curves(eps, key, name=name, lr=lr, task=task):
             return [
@@ -261,7 +259,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--tasks", default="seed,digits", help="comma-separated: seed, digits")
+    p.add_argument("--tasks", default="seed,digits", help=f"comma-separated, of {sorted(TASKS)}")
     p.add_argument("--optimizers", default=",".join(OPTIMIZERS), help="comma-separated")
     p.add_argument("--seeds", type=int, default=SEEDS, help="seeds per configuration")
     p.add_argument("--steps", type=int, default=None, help="steps (default: the task's)")
@@ -294,16 +292,14 @@ def main(argv=None) -> int:
             saved = json.load(f)
         plot(saved["runs"], saved["config"]["epsilons"], args.img_dir)
         return 0
-    digits = load_digits() if "digits" in args.tasks else None
     records, timings = [], {}
     start = time.perf_counter()
     for task in args.tasks:
-        steps = args.steps or TASKS[task]["steps"]
+        settings = sweep_settings(task)
+        steps = args.steps or settings["steps"]
         for name in args.optimizers:
             t0 = time.perf_counter()
-            records += sweep_one(
-                task, name, TASKS[task]["lrs"], args.eps, args.seeds, steps, digits
-            )
+            records += sweep_one(task, name, settings["lrs"], args.eps, args.seeds, steps)
             timings[f"{task}/{name}"] = round(time.perf_counter() - t0, 1)
             print(f"{task:6s} {name:10s} {timings[f'{task}/{name}']:7.1f} s", flush=True)
     result = {
@@ -319,7 +315,13 @@ def main(argv=None) -> int:
             "seeds": args.seeds,
             "report_every": REPORT_EVERY,
             "tasks": {
-                t: {**TASKS[t], "steps": args.steps or TASKS[t]["steps"]} for t in args.tasks
+                t: {
+                    **sweep_settings(t),
+                    "steps": args.steps or sweep_settings(t)["steps"],
+                    "batch_size": get_task(t).defaults["batch_size"],
+                    "data": "adam_jax.training.tasks registry, --seed = the run's seed",
+                }
+                for t in args.tasks
             },
             "convention": "pytorch",
         },

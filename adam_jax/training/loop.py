@@ -26,13 +26,17 @@ class TrainState(NamedTuple):
     data_key: jax.Array  # uint32 key data of the minibatch order
 
 
+def data_key(seed) -> jax.Array:
+    """The key data of the minibatch order of run ``seed`` (a stream apart from the weights')."""
+    return jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+
+
 def init_state(problem: Problem, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
     """Step 0: the problem's params, the optimizer's initial state, the data key of ``seed``."""
 
     @jax.jit
     def init(params, seed):
-        data_key = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
-        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key)
+        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key(seed))
 
     return init(problem.params, seed)
 
