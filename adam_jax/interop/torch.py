@@ -450,7 +450,8 @@ def load_checkpoint(
     Args:
       path: the checkpoint, loaded with ``torch.load(weights_only=True)`` on the CPU.
       name_map: as :func:`adam_jax.interop.torch.from_torch`.
-      model_key, optimizer_key: the keys of the two state dicts in the file.
+      model_key: the key of the model's state dict in the file.
+      optimizer_key: the key of the optimizer's state dict in the file.
       **kwargs: passed to :func:`adam_jax.interop.torch.from_torch`
         (``param_names``, ``skip``, ``dtype``, ``decoupled_weight_decay``).
 
@@ -495,8 +496,12 @@ def save_checkpoint(
 
     Args:
       path: the file to write.
-      params, opt_state, groups, name_map: as :func:`adam_jax.interop.torch.to_torch`.
-      model_key, optimizer_key: the keys of the two state dicts in the file.
+      params: as :func:`adam_jax.interop.torch.to_torch`.
+      opt_state: as :func:`adam_jax.interop.torch.to_torch`.
+      groups: as :func:`adam_jax.interop.torch.to_torch`.
+      name_map: as :func:`adam_jax.interop.torch.to_torch`.
+      model_key: the key of the model's state dict in the file.
+      optimizer_key: the key of the optimizer's state dict in the file.
     """
     import torch
 
