@@ -11,6 +11,7 @@ from adam_jax._conventions import Convention as Convention
 from adam_jax._diagnostics import epsilon_report as epsilon_report
 from adam_jax._fused import FusedAdam as FusedAdam
 from adam_jax._fused import fused_adam as fused_adam
+from adam_jax._fused import fused_available as fused_available
 from adam_jax._spec import AdamSpec as AdamSpec
 from adam_jax._spec import Optimizer as Optimizer
 from adam_jax._transform import ScaleByAdamState as ScaleByAdamState
@@ -31,6 +32,7 @@ __all__ = [
     "amsgrad",
     "epsilon_report",
     "fused_adam",
+    "fused_available",
     "nadam",
     "scale_by_adam",
     "scale_by_adam_atan2",

@@ -3,50 +3,77 @@
 XLA's CPU backend compiles a pure-JAX Adam step into three loops per array, which stream
 40 bytes per float32 param (see docs/performance.md). The C++ kernel in ``csrc/adam_step.cc``
 reads params, gradients and moments once and writes params and moments once, in place:
-28 bytes per param (36 with AMSGrad). It is compiled with the system C++ compiler the first
-time it is used, cached, and called through ``jax.ffi``. ``adam_jax.adam`` stays the
-reference and the default.
+28 bytes per param (36 with AMSGrad). It is compiled when adam_jax is installed (the optional
+extension ``adam_jax._adam_step``, see setup.py) and called through ``jax.ffi``; importing
+adam_jax and tracing a step never run a compiler. ``adam_jax.adam`` stays the reference and
+the default: ``fused_adam`` is the same optimizer, with the same state, bit for bit.
 """
 
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.experimental.custom_partitioning import (
+    ArrayMapping,
+    SdyShardingRule,
+    custom_partitioning,
+)
+from jax.sharding import NamedSharding, PartitionSpec
 
-from adam_jax import _chain, _conventions, _numerics, _validation
+from adam_jax import _alias, _chain, _conventions, _numerics
+from adam_jax._conventions import ConventionName
 from adam_jax._transform import ScaleByAdamState
 
 _TARGET = "adam_jax_step"
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "adam_step.cc")
-_FLAGS = (
-    "-O3",
-    "-std=c++17",
-    "-shared",
-    "-fPIC",
-    "-pthread",
-    # Values are unchanged: no errno or trap bookkeeping (lets sqrt and the select
-    # vectorise), and no fused multiply-adds, so rounding matches XLA's.
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-ffp-contract=off",
-)
+
+
+@functools.cache
+def _kernel_module():
+    """The extension module built at install time, or None where it was not built."""
+    try:
+        from adam_jax import _adam_step
+    except ImportError:
+        return None
+    return _adam_step
+
+
+@functools.cache
+def _register(module) -> None:
+    """Registers the kernel with XLA, once per process."""
+    jax.ffi.register_ffi_target(_TARGET, module.handler, platform="cpu")
+
+
+def fused_available() -> bool:
+    """Whether :func:`adam_jax.fused_adam` can run: its kernel was built at install time.
+
+    The kernel is a C++ extension compiled when adam_jax is installed. An install on a
+    machine without a C++17 compiler succeeds without it; :func:`adam_jax.adam` (the same
+    optimizer, in pure JAX) needs none.
+
+    Returns:
+      True when the compiled kernel can be loaded.
+
+    Examples:
+      >>> import adam_jax
+      >>> isinstance(adam_jax.fused_available(), bool)
+      True
+
+    References:
+      JAX, `Foreign function interface (FFI)
+      <https://docs.jax.dev/en/latest/ffi.html>`_, 2024.
+    """
+    return _kernel_module() is not None
 
 
 class FusedAdam(NamedTuple):
     """A fused Adam optimizer: ``init(params) -> state``, ``step(params, grads, state)``."""
 
-    init: Callable[[optax.Params], ScaleByAdamState]
-    step: Callable[
-        [optax.Params, optax.Updates, ScaleByAdamState], tuple[optax.Params, ScaleByAdamState]
-    ]
+    init: Callable[[optax.Params], optax.OptState]
+    step: Callable[[optax.Params, optax.Updates, optax.OptState], tuple[optax.Params, Any]]
 
 
 def fused_adam(
@@ -57,10 +84,12 @@ def fused_adam(
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
-    convention: str = "pytorch",
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    convention: ConventionName = "pytorch",
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    mu_dtype: jax.typing.DTypeLike | None = None,
+    nu_dtype: jax.typing.DTypeLike | None = None,
 ) -> FusedAdam:
     r"""Adam or AMSGrad as one fused CPU kernel that also applies the update (opt-in).
 
@@ -77,34 +106,40 @@ def fused_adam(
 
     but computed by one C++ loop that reads params, gradients and moments once and writes
     params and moments once, in place (28 bytes per param, 36 with AMSGrad, where XLA's
-    CPU code for ``adam_jax.adam`` streams 40 and 52). It is not an
-    ``optax.GradientTransformation``: those must return updates that
-    ``optax.apply_updates`` then reads back. Use it under ``jax.jit`` with params and state
-    donated, so that the in-place update needs no copy.
+    CPU code for ``adam_jax.adam`` streams 40 and 52). Under ``jax.jit`` on the CPU the
+    results are bitwise those of ``adam_jax.adam`` + ``optax.apply_updates`` (the kernel
+    makes the fused multiply-adds XLA makes), NaN and inf included, and the state is
+    ``adam_jax.adam``'s own: ``init`` returns what ``adam(...).init`` returns, so a run can
+    switch between the two at any step. It is not an ``optax.GradientTransformation``:
+    those must return updates that ``optax.apply_updates`` then reads back. Use it under
+    ``jax.jit`` with params and state donated, so that the in-place update needs no copy.
+    Sharded params (``jax.sharding.NamedSharding``) stay sharded: each device updates its
+    own shard, with no communication.
 
     Only float32 params, gradients and moments, and only on the CPU (XLA already fuses the
-    step on GPUs: use :func:`adam_jax.adam` there). The kernel is compiled with the system
-    C++ compiler (``$CXX`` or ``g++``) the first time a step is traced, and cached in
-    ``$ADAM_JAX_CACHE`` (default ``~/.cache/adam_jax``).
+    step on GPUs: use :func:`adam_jax.adam` there). The kernel is compiled when adam_jax is
+    installed; without it (no C++ compiler then) this raises, and
+    :func:`adam_jax.fused_available` is False.
 
     Args:
-      learning_rate: :math:`\eta`, >= 0, or a schedule ``count -> lr`` (called with the
-        number of steps taken before this one, as ``optax.scale_by_learning_rate``).
+      learning_rate: :math:`\eta`, >= 0, or a schedule ``count -> lr``.
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
       eps: added to the denominator's square root; finite, >= 0.
       eps_root: added inside the square root; >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
       convention: ``"pytorch"``, ``"optax"``, ``"keras"`` or ``"paper"``.
-      weight_decay: :math:`\lambda`, >= 0.
+      weight_decay: :math:`\lambda`, >= 0, or a schedule.
       decoupled_weight_decay: apply :math:`\lambda` as AdamW instead of adding it to the
         gradient.
       maximize: ascend the objective instead of descending it.
+      mu_dtype: storage dtype of the first moment: None or float32.
+      nu_dtype: storage dtype of the second moment: None or float32.
 
     Returns:
-      A ``FusedAdam``: ``init(params)`` gives a ``ScaleByAdamState`` (as
-      :func:`adam_jax.scale_by_adam`'s, so :func:`adam_jax.epsilon_report` reads it), and
-      ``step(params, grads, state)`` gives the new ``(params, state)``.
+      A ``FusedAdam``: ``init(params)`` gives the state of
+      ``adam_jax.adam(...same arguments...)``, and ``step(params, grads, state)`` gives the
+      new ``(params, state)``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, adam_jax
@@ -127,37 +162,61 @@ def fused_adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    _validation.check_optimizer(learning_rate, weight_decay)
-    _validation.check_moments(b1, b2, amsgrad)
-    _validation.check_epsilons(eps, eps_root)
-    _validation.check_bool("decoupled_weight_decay", decoupled_weight_decay)
-    _validation.check_bool("maximize", maximize)
+    module = _kernel_module()
+    if module is None:
+        raise RuntimeError(
+            "fused_adam's kernel was not built when adam_jax was installed (no working C++17 "
+            "compiler then), so adam_jax.fused_available() is False. Reinstall adam_jax with "
+            "a compiler (g++ or clang++) on the PATH to get it, or use adam_jax.adam: the same "
+            "optimizer in pure JAX."
+        )
+    _register(module)
+    for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
+        if dtype is not None and np.dtype(dtype) != np.float32:
+            raise TypeError(
+                f"fused_adam stores its moments in float32 only, got {name}={dtype!r}; "
+                "use None or float32, or adam_jax.adam for other dtypes."
+            )
+    # The optimizer itself (its validation, its state): fused_adam only replaces its step.
+    reference = _alias.adam(
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        amsgrad=amsgrad,
+        convention=convention,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
     conv = _conventions.get_convention(convention)
     decays = _chain.is_nonzero(weight_decay)
 
     def init_fn(params):
-        leaves = jax.tree.leaves(params)
-        _check_float32("params", leaves)
-        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
-        return ScaleByAdamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=zeros(),
-            nu=zeros(),
-            nu_max=zeros() if amsgrad else None,
-        )
+        _check_float32("params", jax.tree.leaves(params))
+        return reference.init(params)
 
     def step_fn(params, grads, state):
         treedef = jax.tree.structure(params)
-        for name, tree in (("grads", grads), ("state.mu", state.mu), ("state.nu", state.nu)):
+        links = _LinkStates(state)
+        adam_state = links.adam
+        for name, tree in (("grads", grads), ("mu", adam_state.mu), ("nu", adam_state.nu)):
             if jax.tree.structure(tree) != treedef:
                 raise ValueError(
                     f"{name}'s tree does not match the params' tree: got "
                     f"{jax.tree.structure(tree)}, expected {treedef}."
                 )
-        if amsgrad and state.nu_max is None:
-            raise ValueError("amsgrad=True needs a state with nu_max; use this optimizer's init.")
-        trees = [params, grads, state.mu, state.nu] + ([state.nu_max] if amsgrad else [])
-        names = ("params", "grads", "state.mu", "state.nu", "state.nu_max")
+        if amsgrad and adam_state.nu_max is None:
+            raise ValueError(
+                "amsgrad=True needs a state with nu_max; use this optimizer's init (or "
+                "adam_jax.adam's with amsgrad=True)."
+            )
+        trees = [params, grads, adam_state.mu, adam_state.nu]
+        trees += [adam_state.nu_max] if amsgrad else []
+        names = ("params", "grads", "mu", "nu", "nu_max")
         arrays = [treedef.flatten_up_to(t) for t in trees]
         _check_platform(arrays[0])
         for name, leaves in zip(names, arrays, strict=False):
@@ -171,19 +230,26 @@ def fused_adam(
         arrays = [[jnp.asarray(x) for x in leaves] for leaves in arrays]
 
         f32 = jnp.float32
-        count = _numerics.safe_increment(state.count)
+        count = _numerics.safe_increment(adam_state.count)
         k = _conventions.step_coefficients(
             conv,
             amsgrad,
             _numerics.bias_correction(b1, count, f32),
             _numerics.bias_correction(b2, count, f32),
         )
-        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        # As optax.scale_by_learning_rate: -1 * lr, the schedule at its own count.
+        if callable(learning_rate):
+            neg_lr = -1 * learning_rate(links.lr_count)
+        else:
+            neg_lr = -1 * learning_rate
+        if callable(weight_decay):
+            wd = weight_decay(links.wd_count)
+        else:
+            wd = weight_decay if decays else 0.0
         c = lambda x: jnp.asarray(x, f32)  # noqa: E731
-        wd = c(weight_decay) if decays else c(0.0)
         scalars = jnp.stack(
             [
-                -c(lr),
+                c(neg_lr),
                 c(k.numerator),
                 c(k.inside),
                 c(k.before_max),
@@ -193,32 +259,87 @@ def fused_adam(
                 1 - c(b2),
                 c(eps),
                 c(eps_root),
-                wd if not decoupled_weight_decay else c(0.0),
-                wd if decoupled_weight_decay else c(0.0),
+                c(wd) if not decoupled_weight_decay else c(0.0),
+                c(wd) if decoupled_weight_decay else c(0.0),
                 c(-1.0 if maximize else 1.0),
             ]
         )
-        outputs = _call_kernel(scalars, arrays, amsgrad)
+        options = _Options(
+            amsgrad=amsgrad,
+            coupled=decays and not decoupled_weight_decay,
+            decoupled=decays and decoupled_weight_decay,
+        )
+        outputs = _call_kernel(scalars, arrays, options)
         n = len(arrays[0])
-        new_p, new_m, new_v = (outputs[i * n : (i + 1) * n] for i in range(3))
-        new_state = ScaleByAdamState(
+        new_p, new_m, new_v = (treedef.unflatten(outputs[i * n : (i + 1) * n]) for i in range(3))
+        new_adam = adam_state._replace(
             count=count,
-            mu=treedef.unflatten(new_m),
-            nu=treedef.unflatten(new_v),
+            mu=new_m,
+            nu=new_v,
             nu_max=treedef.unflatten(outputs[3 * n :]) if amsgrad else None,
         )
-        return treedef.unflatten(new_p), new_state
+        return new_p, links.advance(new_adam)
 
     return FusedAdam(init_fn, step_fn)
 
 
-def _call_kernel(scalars, arrays, amsgrad: bool):
+class _Options(NamedTuple):
+    """The kernel's static attributes: the structure of ``adam_jax.adam``'s chain."""
+
+    amsgrad: bool
+    coupled: bool
+    decoupled: bool
+
+
+# optax exports no name for the state of a weight-decay schedule: take its type.
+_WeightDecaySchedule = type(optax.add_decayed_weights(lambda count: 0.0).init(None))
+_COUNTED = (ScaleByAdamState, optax.ScaleByScheduleState, _WeightDecaySchedule)
+
+
+class _LinkStates:
+    """The states in ``adam_jax.adam``'s chain state that a step reads and advances.
+
+    Found by type, so the chain's order and its stateless links do not matter: the
+    direction's ``ScaleByAdamState``, the learning-rate schedule's count
+    (``ScaleByScheduleState``) and the weight-decay schedule's (``WeightDecaySchedule``).
+    """
+
+    def __init__(self, state):
+        is_counted = lambda x: isinstance(x, _COUNTED)  # noqa: E731
+        self._state = state
+        found = [x for x in jax.tree.leaves(state, is_leaf=is_counted) if is_counted(x)]
+        adam = [x for x in found if isinstance(x, ScaleByAdamState)]
+        if len(adam) != 1:
+            raise ValueError(
+                "state must be the state of fused_adam's init (the optax chain state of "
+                f"adam_jax.adam), with one ScaleByAdamState; got {type(state).__name__}."
+            )
+        self.adam = adam[0]
+        lr = [x for x in found if isinstance(x, optax.ScaleByScheduleState)]
+        wd = [x for x in found if isinstance(x, _WeightDecaySchedule)]
+        self.lr_count = lr[0].count if lr else None
+        self.wd_count = wd[0].count if wd else None
+
+    def advance(self, new_adam):
+        """The chain state after one step, with ``new_adam`` as the direction's state."""
+
+        def advance(x):
+            if isinstance(x, ScaleByAdamState):
+                return new_adam
+            if isinstance(x, _COUNTED):
+                return x._replace(count=_numerics.safe_increment(x.count))
+            return x
+
+        is_counted = lambda x: isinstance(x, _COUNTED)  # noqa: E731
+        return jax.tree.map(advance, self._state, is_leaf=is_counted)
+
+
+def _ffi_step(scalars, *arrays, options: _Options):
     """One FFI call over every leaf; outputs (p, m, v[, v_max]) alias their inputs."""
-    _register()
-    p, _, *state = arrays
-    n = len(p)
-    ins = [x for leaves in arrays for x in leaves]
-    outs = p + [x for leaves in state for x in leaves]
+    kinds = 5 if options.amsgrad else 4
+    n = len(arrays) // kinds
+    p, _, *state = (arrays[a * n : (a + 1) * n] for a in range(kinds))
+    outs = [*p, *(x for leaves in state for x in leaves)]
     # Input 0 is the scalars; input 1 + a * n + i is array a of leaf i (a: p, g, m, v, v_max).
     aliases = {1 + i: i for i in range(n)}
     aliases.update(
@@ -230,7 +351,98 @@ def _call_kernel(scalars, arrays, amsgrad: bool):
         input_output_aliases=aliases,
         vmap_method="sequential",
     )
-    return call(scalars, *ins, amsgrad=amsgrad)
+    return tuple(call(scalars, *arrays, **options._asdict()))
+
+
+def _call_kernel(scalars, arrays, options: _Options):
+    """The kernel on every leaf; sharded leaves are updated shard by shard, in place."""
+    flat = [x for leaves in arrays for x in leaves]
+    mesh = _explicit_mesh(flat)
+    if mesh is not None:
+        return _shard_map_step(mesh, scalars, arrays, options)
+    ranks = tuple(x.ndim for x in arrays[0])
+    return list(_partitioned_step(options, ranks)(scalars, *flat))
+
+
+def _explicit_mesh(flat):
+    """The abstract mesh when an array's mesh has Explicit axes, else None (Auto axes)."""
+    for x in flat:
+        sharding = getattr(jax.typeof(x), "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is not None and not mesh.empty and mesh.explicit_axes:
+            return mesh
+    return None
+
+
+def _shard_map_step(mesh, scalars, arrays, options: _Options):
+    """Explicit axes: each leaf's arrays take the param's sharding; shard_map runs the kernel."""
+    params = arrays[0]
+    specs = [jax.typeof(p).sharding.spec for p in params]
+    arrays = [
+        [
+            jax.sharding.reshard(x, NamedSharding(mesh, spec))
+            for x, spec in zip(leaves, specs, strict=True)
+        ]
+        for leaves in arrays
+    ]
+    kinds = len(arrays)
+    flat = [x for leaves in arrays for x in leaves]
+    run = jax.shard_map(
+        functools.partial(_ffi_step, options=options),
+        mesh=mesh,
+        in_specs=(PartitionSpec(), *specs * kinds),
+        out_specs=tuple(specs * (kinds - 1)),
+    )
+    return list(run(scalars, *flat))
+
+
+@functools.cache
+def _partitioned_step(options: _Options, ranks: tuple[int, ...]):
+    """``_ffi_step`` under ``custom_partitioning``: each device runs it on its own shards.
+
+    The update is elementwise, so a leaf partitions like its param, with no communication:
+    every array of a leaf (and its outputs) takes the param's sharding, the scalars are
+    replicated. With one device the kernel is called directly. ``ranks`` are the leaves'.
+    """
+    kinds = 5 if options.amsgrad else 4
+    lower = functools.partial(_ffi_step, options=options)
+
+    @custom_partitioning
+    def step(scalars, *arrays):
+        return lower(scalars, *arrays)
+
+    def param_shardings(mesh, arg_shapes):
+        return [_named(mesh, x.sharding, len(x.shape)) for x in arg_shapes[1 : 1 + len(ranks)]]
+
+    def infer(mesh, arg_shapes, result_shape):
+        del result_shape
+        return tuple(param_shardings(mesh, arg_shapes) * (kinds - 1))
+
+    def partition(mesh, arg_shapes, result_shape):
+        del result_shape
+        per_leaf = param_shardings(mesh, arg_shapes)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        return mesh, lower, tuple(per_leaf * (kinds - 1)), (replicated, *per_leaf * kinds)
+
+    # Shardy: dimension d of leaf i is factor "l{i}d{d}" in each of its arrays.
+    leaves = [ArrayMapping(*(f"l{i}d{d}" for d in range(r))) for i, r in enumerate(ranks)]
+    step.def_partition(
+        partition=partition,
+        infer_sharding_from_operands=infer,
+        sharding_rule=SdyShardingRule(
+            (ArrayMapping("scalar"), *leaves * kinds),
+            tuple(leaves * (kinds - 1)),
+            need_replication_factors=("scalar",),
+        ),
+    )
+    return step
+
+
+def _named(mesh, sharding, ndim):
+    """``sharding`` as a NamedSharding on ``mesh`` (replicated when unknown)."""
+    if isinstance(sharding, NamedSharding):
+        return sharding
+    return NamedSharding(mesh, PartitionSpec(*([None] * ndim)))
 
 
 def _check_float32(name: str, leaves) -> None:
@@ -256,47 +468,3 @@ def _check_platform(leaves) -> None:
             f"fused_adam runs on the CPU only, got arrays on {sorted(platforms)}; use "
             "adam_jax.adam, which XLA already compiles into fused loops on GPUs and TPUs."
         )
-
-
-@functools.cache
-def _register() -> None:
-    """Builds (once per source, JAX version and compiler) and registers the kernel."""
-    import ctypes
-
-    lib = ctypes.cdll.LoadLibrary(_build())
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.AdamStep), platform="cpu")
-
-
-def _build() -> str:
-    """Compiles ``csrc/adam_step.cc`` into the cache unless it is there; returns the path."""
-    compiler = os.environ.get("CXX", "g++")
-    exe = shutil.which(compiler)
-    if exe is None:
-        raise RuntimeError(
-            f"fused_adam needs a C++17 compiler to build its kernel, and {compiler!r} was not "
-            "found (set $CXX); adam_jax.adam needs none."
-        )
-    with open(_SOURCE, "rb") as f:
-        source = f.read()
-    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(
-        b"\0".join([source, jax.__version__.encode(), version.encode(), " ".join(_FLAGS).encode()])
-    ).hexdigest()[:16]
-    cache = os.environ.get("ADAM_JAX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "adam_jax"
-    )
-    path = os.path.join(cache, f"adam_step-{key}.so")
-    if os.path.exists(path):
-        return path
-    os.makedirs(cache, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-    os.close(fd)
-    cmd = [exe, *_FLAGS, "-isystem", jax.ffi.include_dir(), _SOURCE, "-o", tmp]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        os.unlink(tmp)
-        raise RuntimeError(
-            f"building the fused_adam kernel failed ({' '.join(cmd)}):\n{result.stderr}"
-        )
-    os.replace(tmp, path)  # atomic: concurrent builds each write a complete library
-    return path

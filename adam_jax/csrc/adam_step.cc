@@ -7,14 +7,18 @@
 //   v <- b2 * v + (1 - b2) * g * g
 //   r  = v, or with AMSGrad  r = v_max <- max(v_max, before_max * v)
 //   d  = sqrt(inside * r + eps_root) + eps
-//   s  = d > 0 ? numerator * m / d : 0  (+ wd_decoupled * p)
+//   s  = d == 0 ? 0 : numerator * m / d  (+ wd_decoupled * p)
 //   p <- p + (-lr) * s
 //
-// in the order of operations of adam_jax.adam followed by optax.apply_updates, so that the
-// results agree with it. Each array is read once and written once: 28 bytes per float32
+// in the order of operations (and with the same fused multiply-adds) of adam_jax.adam
+// followed by optax.apply_updates, compiled by XLA, so that the results are the same bits.
+// Only a zero denominator gives a zero step: a NaN or inf propagates, as in adam_jax.adam. Each array is read once and written once: 28 bytes per float32
 // param (36 with AMSGrad). Params and moments are updated in place (the outputs alias the
 // inputs). Work is split into chunks that the calling thread and XLA's intra-op thread pool
 // take from a shared counter.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>  // first, as Python asks
 
 #include <algorithm>
 #include <atomic>
@@ -45,7 +49,7 @@ enum Scalar {
   kEpsRoot,
   kWdCoupled,
   kWdDecoupled,
-  kSign,
+  kSign,  // -1 with maximize, else 1
   kNumScalars,
 };
 
@@ -72,6 +76,10 @@ inline float Max(float a, float b) { return (a != a || a > b) ? a : b; }
 // a * b + c, with one rounding where kFma. XLA's CPU backend lets LLVM contract a multiply
 // and an add into a fused multiply-add when the machine has FMA; the contractions below are
 // the ones it makes in adam_jax.adam's loops, so that both give the same bits.
+//
+// That includes the last one, p + (-lr) * s: XLA's loop multiplies the step by the learning
+// rate right before adding it to p (LLVM moves the add into the arms of the zero-denominator
+// select), so it is contracted whether lr is a constant, a schedule's value or traced.
 template <bool kFma>
 inline float MulAdd(float a, float b, float c) {
   if constexpr (kFma) {
@@ -106,27 +114,29 @@ __attribute__((always_inline)) inline void UpdateRange(const float* __restrict s
     }
     const float denom = std::sqrt(MulAdd<kFma>(r, inside, eps_root)) + eps;
     const float quotient = (numerator * mi) / denom;  // computed always, so the loop vectorises
-    float step = denom > 0.0f ? quotient : 0.0f;
-    if (kDecoupled) {
-      p[i] = MulAdd<kFma>(neg_lr, MulAdd<kFma>(wdd, pi, step), pi);
-    } else {
-      p[i] = pi + step * neg_lr;
-    }
+    const float step = denom == 0.0f ? 0.0f : quotient;
+    const float update = kDecoupled ? MulAdd<kFma>(wdd, pi, step) : step;
+    p[i] = MulAdd<kFma>(neg_lr, update, pi);
   }
 }
 
+// What the step does, fixed when the optimizer is built (attributes of the FFI call).
+struct Options {
+  bool amsgrad, coupled, decoupled;
+};
+
 template <bool kFma>
-__attribute__((always_inline)) inline void UpdateLeaf(const float* s, const Leaf& leaf,
-                                                      int64_t begin, int64_t end) {
-  const bool coupled = s[kWdCoupled] != 0.0f, decoupled = s[kWdDecoupled] != 0.0f;
+__attribute__((always_inline)) inline void UpdateLeaf(const float* s, const Options& o,
+                                                      const Leaf& leaf, int64_t begin,
+                                                      int64_t end) {
   float* vm = leaf.v_max ? leaf.v_max + begin : nullptr;
   float* p = leaf.p + begin;
   const float* g = leaf.g + begin;
   float* m = leaf.m + begin;
   float* v = leaf.v + begin;
   const int64_t n = end - begin;
-#define ADAM_JAX_DISPATCH(A, C, D)                                  \
-  if (static_cast<bool>(vm) == A && coupled == C && decoupled == D) \
+#define ADAM_JAX_DISPATCH(A, C, D)                                 \
+  if (o.amsgrad == A && o.coupled == C && o.decoupled == D) \
     return UpdateRange<kFma, A, C, D>(s, p, g, m, v, vm, n);
   ADAM_JAX_DISPATCH(false, false, false)
   ADAM_JAX_DISPATCH(false, false, true)
@@ -140,15 +150,18 @@ __attribute__((always_inline)) inline void UpdateLeaf(const float* s, const Leaf
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-// The library is built on the machine that runs it, but without -march=native: the choice
-// between the AVX2+FMA loop and the baseline (SSE2 on x86-64) is made at run time.
-__attribute__((target("avx2,fma"))) void UpdateAvx2Fma(const float* s, const Leaf& leaf,
-                                                       int64_t begin, int64_t end) {
-  UpdateLeaf<true>(s, leaf, begin, end);
+// The extension is built when the package is installed, without -march=native: the choice
+// between the AVX2+FMA loop and the baseline (SSE2 on x86-64) is made at run time, as XLA
+// makes it for its own loops.
+__attribute__((target("avx2,fma"))) void UpdateAvx2Fma(const float* s, const Options& o,
+                                                       const Leaf& leaf, int64_t begin,
+                                                       int64_t end) {
+  UpdateLeaf<true>(s, o, leaf, begin, end);
 }
 
-void UpdateBaseline(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
-  UpdateLeaf<false>(s, leaf, begin, end);
+void UpdateBaseline(const float* s, const Options& o, const Leaf& leaf, int64_t begin,
+                    int64_t end) {
+  UpdateLeaf<false>(s, o, leaf, begin, end);
 }
 
 bool HaveAvx2Fma() {
@@ -158,26 +171,27 @@ bool HaveAvx2Fma() {
 
 const bool kHaveAvx2Fma = HaveAvx2Fma();
 
-void Update(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
+void Update(const float* s, const Options& o, const Leaf& leaf, int64_t begin, int64_t end) {
   if (kHaveAvx2Fma) {
-    UpdateAvx2Fma(s, leaf, begin, end);
+    UpdateAvx2Fma(s, o, leaf, begin, end);
   } else {
-    UpdateBaseline(s, leaf, begin, end);
+    UpdateBaseline(s, o, leaf, begin, end);
   }
 }
 #else
 // Elsewhere (e.g. AArch64) the baseline has FMA when __FP_FAST_FMAF says so.
-void Update(const float* s, const Leaf& leaf, int64_t begin, int64_t end) {
+void Update(const float* s, const Options& o, const Leaf& leaf, int64_t begin, int64_t end) {
 #ifdef __FP_FAST_FMAF
-  UpdateLeaf<true>(s, leaf, begin, end);
+  UpdateLeaf<true>(s, o, leaf, begin, end);
 #else
-  UpdateLeaf<false>(s, leaf, begin, end);
+  UpdateLeaf<false>(s, o, leaf, begin, end);
 #endif
 }
 #endif
 
 struct Work {
   float scalars[kNumScalars];
+  Options options;
   std::vector<Leaf> leaves;
   std::vector<Chunk> chunks;
   std::atomic<int64_t> next{0};
@@ -188,14 +202,15 @@ struct Work {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) <
                     static_cast<int64_t>(chunks.size());) {
       const Chunk& k = chunks[c];
-      Update(scalars, leaves[k.leaf], k.begin, k.end);
+      Update(scalars, options, leaves[k.leaf], k.begin, k.end);
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
 
 ffi::Error AdamStepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
-                        ffi::RemainingArgs args, ffi::RemainingRets rets, bool amsgrad) {
+                        ffi::RemainingArgs args, ffi::RemainingRets rets, bool amsgrad,
+                        bool coupled, bool decoupled) {
   const int64_t arrays = amsgrad ? 5 : 4;  // p, g, m, v (, v_max)
   if (scalars.element_count() != kNumScalars) {
     return ffi::Error::InvalidArgument("adam_jax_step: expected " +
@@ -207,6 +222,7 @@ ffi::Error AdamStepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   const int64_t n_leaves = static_cast<int64_t>(args.size()) / arrays;
   auto work = std::make_shared<Work>();
   std::memcpy(work->scalars, scalars.typed_data(), sizeof(work->scalars));
+  work->options = {amsgrad, coupled, decoupled};
   work->leaves.reserve(n_leaves);
   for (int64_t i = 0; i < n_leaves; ++i) {
     float* in[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
@@ -253,4 +269,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(AdamStep, AdamStepImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .RemainingArgs()
                                   .RemainingRets()
-                                  .Attr<bool>("amsgrad"));
+                                  .Attr<bool>("amsgrad")
+                                  .Attr<bool>("coupled")
+                                  .Attr<bool>("decoupled"));
+
+// The Python extension module adam_jax._adam_step, built when the package is installed: its
+// attribute ``handler`` is the FFI handler above as a capsule, for jax.ffi.register_ffi_target.
+namespace {
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_adam_step",
+                       "adam_jax's fused Adam step (XLA FFI handler, CPU).", -1};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__adam_step() {
+  PyObject* module = PyModule_Create(&kModule);
+  if (module == nullptr) return nullptr;
+  PyObject* handler = PyCapsule_New(reinterpret_cast<void*>(AdamStep), nullptr, nullptr);
+  if (handler == nullptr || PyModule_AddObject(module, "handler", handler) < 0) {
+    Py_XDECREF(handler);
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
+}
