@@ -206,6 +206,17 @@ def test_known_holes(name, kwargs):
     _check_contract(name, kwargs)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by this file, for the lead: a scalar array or numpy scalar is read as its "
+    "dtype (float32) by jnp.dtype, so mu_dtype=np.float32(0.9) is accepted",
+)
+@pytest.mark.parametrize("value", [np.float32(0.9), jnp.asarray(0.5)], ids=["numpy", "jax"])
+def test_a_scalar_is_not_a_dtype(value):
+    with pytest.raises(TypeError, match="mu_dtype"):
+        adam_jax.adam(mu_dtype=value)
+
+
 # --- gradients ---------------------------------------------------------------------------------
 
 GRADIENT_FACTORIES = {
@@ -353,6 +364,11 @@ def train_flags():
     return _flags()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by this file, for the training program's owner: --help raises TypeError "
+    "(argparse formats help with %, and --task's help holds the digits task's '20% held out')",
+)
 def test_train_help():
     proc = _train(["--help"], timeout=120)
     assert proc.returncode == 0 and "--steps" in proc.stdout, proc.stderr[-3000:]
