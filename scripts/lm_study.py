@@ -6,7 +6,7 @@ of ``--chunk`` steps; after each chunk it evaluates the held-out metrics and
 ``adam_jax.epsilon_report`` (per leaf). Writes docs/bench/lm_study.json and
 docs/img/lm_loss.png; docs/training.md and docs/epsilon.md report them.
 
-    python scripts/lm_study.py                     # 1200 steps each (about 3 min each on 2 cores)
+    python scripts/lm_study.py             # 800 steps each: 2 to 14 min each on 2 cores, by load
     python scripts/lm_study.py --steps 200 --out /tmp/lm   # a quick look
 """
 
@@ -37,7 +37,7 @@ WARMUP = 100  # linear warmup steps before the cosine decay to 0
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1200, help="steps per optimizer")
+    parser.add_argument("--steps", type=int, default=800, help="steps per optimizer")
     parser.add_argument("--chunk", type=int, default=100, help="steps per jitted call")
     parser.add_argument("--lr", type=float, default=lm.TASK.defaults["lr"], help="peak lr")
     parser.add_argument("--batch-size", type=int, default=lm.TASK.defaults["batch_size"])
