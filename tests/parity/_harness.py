@@ -55,6 +55,20 @@ TORCH_CODE_PATHS = {
 }
 
 
+def decay_matrices(params: dict) -> dict:
+    """The weight-decay mask of the masked cases: decay arrays of 2 or more dimensions.
+
+    The scalar and the vector play a network's biases and norms, which are
+    usually left undecayed; as a callable ``params -> tree of bools`` it is
+    optax's ``mask=`` (and adam_jax's).
+    """
+    return {k: np.ndim(v) >= 2 for k, v in params.items()}
+
+
+MASK_TREE = decay_matrices({k: np.zeros(s) for k, s in SHAPES.items()})
+MASKS = {"tree": MASK_TREE, "callable": decay_matrices}
+
+
 # --- the problem -----------------------------------------------------------------------------
 
 
@@ -132,23 +146,37 @@ class Case:
       framework: ``"torch"``, ``"optax"`` or ``"keras"``.
       reference: the framework's optimizer: ``(name, kwargs)``, e.g.
         ``("Adam", {"amsgrad": True})``; the learning rate is added.
-      ours: keyword arguments of ``adam_jax.adam`` (besides the learning rate).
+      ours: keyword arguments of ``adam_jax.<optimizer>`` (besides the learning
+        rate and betas).
       schedule: ``None`` (constant learning rate), ``"cosine"`` or
         ``"piecewise"``: the same learning-rate schedule on both sides, see
         ``learning_rate``.
+      optimizer: adam_jax's factory: ``"adam"`` or ``"nadam"``.
+      mask: ``None`` (decay every array), or ``"tree"`` or ``"callable"``: decay
+        only the arrays of ``decay_matrices``, given as ``MASKS[mask]`` to
+        adam_jax and optax, as a second param group with ``weight_decay=0`` to
+        torch and through ``exclude_from_weight_decay`` to Keras.
     """
 
     framework: str
     reference: tuple[str, dict]
     ours: dict
     schedule: str | None = None
+    optimizer: str = "adam"
+    mask: str | None = None
 
     @property
     def name(self) -> str:
         name, kwargs = self.reference
         args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        if self.mask is not None and self.framework == "optax":
+            args += f", mask=<{self.mask}: ndim >= 2>"
         prefix = {"torch": "torch.optim.", "optax": "optax.", "keras": "keras.optimizers."}
         sched = f" + {self.schedule} schedule" if self.schedule else ""
+        if self.mask is not None and self.framework == "torch":
+            sched += " + weight_decay=0 group for ndim < 2"
+        if self.mask is not None and self.framework == "keras":
+            sched += " + exclude_from_weight_decay(ndim < 2)"
         return f"{prefix[self.framework]}{name}({args}){sched}"
 
     @property
@@ -161,16 +189,21 @@ class Case:
         return f"{self.convention} = {self.name}"
 
 
-def _torch_case(name, kwargs, ours, schedule=None):
-    return Case("torch", (name, kwargs), {"convention": "pytorch", "eps": EPS, **ours}, schedule)
+def _case(framework, convention, name, kwargs, ours, schedule=None, **options):
+    ours = {"convention": convention, "eps": EPS, **ours}
+    return Case(framework, (name, kwargs), ours, schedule, **options)
 
 
-def _optax_case(name, kwargs, ours, schedule=None):
-    return Case("optax", (name, kwargs), {"convention": "optax", "eps": EPS, **ours}, schedule)
+def _torch_case(name, kwargs, ours, schedule=None, **options):
+    return _case("torch", "pytorch", name, kwargs, ours, schedule, **options)
 
 
-def _keras_case(name, kwargs, ours, schedule=None):
-    return Case("keras", (name, kwargs), {"convention": "keras", "eps": EPS, **ours}, schedule)
+def _optax_case(name, kwargs, ours, schedule=None, **options):
+    return _case("optax", "optax", name, kwargs, ours, schedule, **options)
+
+
+def _keras_case(name, kwargs, ours, schedule=None, **options):
+    return _case("keras", "keras", name, kwargs, ours, schedule, **options)
 
 
 WD, DWD = (
@@ -217,6 +250,50 @@ CASES: list[Case] = [
     _keras_case("AdamW", {"weight_decay": WEIGHT_DECAY}, DWD),
     _keras_case("AdamW", {"weight_decay": WEIGHT_DECAY, "amsgrad": True}, {"amsgrad": True, **DWD}),
     _keras_case("Adam", {"amsgrad": True}, {"amsgrad": True}, schedule="piecewise"),
+    # NAdam: torch's momentum schedule psi (momentum_decay), optax's constant mu = b1, Keras'
+    # psi = 1; decoupled decay as torch's decoupled_weight_decay, optax.nadamw and Keras'.
+    _torch_case("NAdam", {}, {}, optimizer="nadam"),
+    _torch_case("NAdam", {"weight_decay": WEIGHT_DECAY}, WD, optimizer="nadam"),
+    _torch_case(
+        "NAdam",
+        {"weight_decay": WEIGHT_DECAY, "decoupled_weight_decay": True},
+        DWD,
+        optimizer="nadam",
+    ),
+    _torch_case(
+        "NAdam",
+        {"momentum_decay": 0.02, "maximize": True},
+        {"momentum_decay": 0.02, "maximize": True},
+        optimizer="nadam",
+    ),
+    _torch_case("NAdam", {}, {}, schedule="cosine", optimizer="nadam"),
+    Case("torch", ("NAdam", {}), {"convention": "paper", "eps": EPS}, optimizer="nadam"),
+    _optax_case("nadam", {}, {}, optimizer="nadam"),
+    _optax_case("adam", {"nesterov": True}, {}, optimizer="nadam"),
+    _optax_case("nadam", {"eps_root": EPS_ROOT}, {"eps_root": EPS_ROOT}, optimizer="nadam"),
+    _optax_case("nadamw", {"weight_decay": WEIGHT_DECAY}, DWD, optimizer="nadam"),
+    _keras_case("Nadam", {}, {}, optimizer="nadam"),
+    _keras_case("Nadam", {"weight_decay": WEIGHT_DECAY}, DWD, optimizer="nadam"),
+    _keras_case("Nadam", {}, {}, schedule="piecewise", optimizer="nadam"),
+    # Weight decay on the matrices only (decay_matrices): optax's mask=, torch's param groups.
+    _optax_case("adamw", {"weight_decay": WEIGHT_DECAY}, DWD, mask="tree"),
+    _optax_case("adamw", {"weight_decay": WEIGHT_DECAY}, DWD, mask="callable"),
+    _optax_case("nadamw", {"weight_decay": WEIGHT_DECAY}, DWD, optimizer="nadam", mask="tree"),
+    _torch_case("Adam", {"weight_decay": WEIGHT_DECAY}, WD, mask="tree"),
+    _torch_case(
+        "AdamW",
+        {"weight_decay": WEIGHT_DECAY, "amsgrad": True},
+        {"amsgrad": True, **DWD},
+        mask="callable",
+    ),
+    _torch_case(
+        "NAdam",
+        {"weight_decay": WEIGHT_DECAY, "decoupled_weight_decay": True},
+        DWD,
+        optimizer="nadam",
+        mask="tree",
+    ),
+    _keras_case("AdamW", {"weight_decay": WEIGHT_DECAY}, DWD, mask="tree"),
 ]
 
 
@@ -292,18 +369,22 @@ def run_optax_transform(
 
 
 def run_ours(case: Case, problem: Problem, steps: int, dtype: str) -> dict[str, np.ndarray]:
-    """adam_jax's side of ``case``: ``adam_jax.adam(lr, B1, B2, **case.ours)``."""
+    """adam_jax's side of ``case``: ``adam_jax.<optimizer>(lr, B1, B2, **case.ours)``."""
     lr = learning_rate(case.schedule, steps)
-    return run_optax_transform(
-        lambda: adam_jax.adam(lr, B1, B2, **case.ours), problem, steps, dtype
-    )
+    factory = getattr(adam_jax, case.optimizer)
+    kwargs = dict(case.ours)
+    if case.mask is not None:
+        kwargs.setdefault("mask", MASKS[case.mask])  # case.ours' own mask wins
+    return run_optax_transform(lambda: factory(lr, B1, B2, **kwargs), problem, steps, dtype)
 
 
 def run_optax(case: Case, problem: Problem, steps: int, dtype: str) -> dict[str, np.ndarray]:
-    """The real ``optax.<name>(**kwargs)`` of ``case``."""
+    """The real ``optax.<name>(**kwargs)`` of ``case`` (with ``mask=`` for a masked case)."""
     name, kwargs = case.reference
     lr = learning_rate(case.schedule, steps)
     kwargs = {"eps": EPS, **kwargs}
+    if case.mask is not None:
+        kwargs["mask"] = MASKS[case.mask]
     return run_optax_transform(
         lambda: getattr(optax, name)(lr, b1=B1, b2=B2, **kwargs), problem, steps, dtype
     )
@@ -326,8 +407,26 @@ def torch_threads(n: int):
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def torch_default_dtype(dtype):
+    """``torch.set_default_dtype(dtype)`` inside the context only."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def run_torch(
-    case: Case, problem: Problem, steps: int, dtype: str, code_path: str = "for-loop"
+    case: Case,
+    problem: Problem,
+    steps: int,
+    dtype: str,
+    code_path: str = "for-loop",
+    float64_scalars: bool = True,
 ) -> dict[str, np.ndarray]:
     """The real ``torch.optim.<name>`` of ``case``, stepped ``steps`` times.
 
@@ -336,6 +435,12 @@ def run_torch(
       problem, steps, dtype: as ``run_optax_transform``.
       code_path: ``"for-loop"``, ``"foreach"`` or ``"fused"``, torch's three
         implementations of the same optimizer.
+      float64_scalars: run with torch's default dtype set to ``dtype``, as a
+        float64 user does. torch keeps its optimizers' scalar state in the
+        default dtype: NAdam's ``mu_product`` (the running product of the
+        momentum schedule) is a float32 tensor unless the default dtype is
+        float64 (``torch.optim.optimizer._get_scalar_dtype``), whatever the
+        params' dtype. False keeps float32, to measure what that costs.
     """
     import torch
 
@@ -344,12 +449,19 @@ def run_torch(
     params = {k: v.clone().requires_grad_(True) for k, v in arr.p0.items()}
     name, kwargs = case.reference
     kwargs = {"eps": EPS, **kwargs, **TORCH_CODE_PATHS[code_path]}
-    opt = getattr(torch.optim, name)(list(params.values()), lr=LR, betas=(B1, B2), **kwargs)
+    groups = [{"params": list(params.values())}]
+    if case.mask is not None:  # PyTorch's way to leave biases undecayed: a param group
+        decayed = decay_matrices(params)
+        groups = [
+            {"params": [p for k, p in params.items() if decayed[k]]},
+            {"params": [p for k, p in params.items() if not decayed[k]], "weight_decay": 0.0},
+        ]
+    opt = getattr(torch.optim, name)(groups, lr=LR, betas=(B1, B2), **kwargs)
     if case.schedule not in (None, "cosine"):
         raise ValueError(f"no torch scheduler for {case.schedule!r}.")
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if case.schedule else None
     out = {k: np.empty((steps, *v.shape), dtype) for k, v in params.items()}
-    with torch_threads(1):
+    with torch_threads(1), torch_default_dtype(tdtype if float64_scalars else torch.float32):
         for t in range(steps):
             with torch.no_grad():
                 for k, g in arr.grad(params, {k: n[t] for k, n in arr.noise.items()}).items():
@@ -401,6 +513,11 @@ def run_keras(case: Case, problem: Problem, steps: int, dtype: str) -> dict[str,
             opt = getattr(keras.optimizers, name)(learning_rate=lr, beta_1=B1, beta_2=B2, **kwargs)
             keys = list(arr.p0)
             variables = [keras.Variable(arr.p0[k], dtype=dtype, name=k) for k in keys]
+            if case.mask is not None:
+                decayed = decay_matrices(arr.p0)
+                opt.exclude_from_weight_decay(
+                    [v for k, v in zip(keys, variables, strict=True) if not decayed[k]]
+                )
             opt.build(variables)
 
             def step(carry, noise):
@@ -477,16 +594,17 @@ def compare(
     return relative_error(trajectory, reference)
 
 
-def torch_code_path_unsupported(code_path: str, dtype: str) -> str | None:
-    """Why torch's ``code_path`` cannot run ``dtype`` on the CPU, or None if it can."""
+def torch_code_path_unsupported(code_path: str, dtype: str, optimizer: str = "Adam") -> str | None:
+    """Why torch's ``code_path`` of ``optimizer`` cannot run ``dtype`` on the CPU, or None."""
     import torch
 
     p = torch.zeros(2, dtype=getattr(torch, dtype), requires_grad=True)
     p.grad = torch.ones_like(p)
     try:
-        torch.optim.Adam([p], **TORCH_CODE_PATHS[code_path]).step()
-    except (RuntimeError, ValueError) as e:
-        return f"torch {torch.__version__} {code_path} Adam does not support {dtype} on CPU: {e}"
+        getattr(torch.optim, optimizer)([p], **TORCH_CODE_PATHS[code_path]).step()
+    except (RuntimeError, ValueError, TypeError) as e:  # TypeError: no such argument (fused NAdam)
+        version = f"torch {torch.__version__}"
+        return f"{version} {code_path} {optimizer} does not support {dtype} on CPU: {e}"
     return None
 
 

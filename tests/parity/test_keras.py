@@ -1,4 +1,4 @@
-"""convention="keras" against the real keras.optimizers.Adam and AdamW (JAX backend)."""
+"""convention="keras" against the real keras.optimizers.Adam, AdamW and Nadam (JAX backend)."""
 
 import os
 
@@ -30,5 +30,13 @@ def test_matches_keras_after_every_step(case, dtype):
 def test_other_conventions_are_not_keras_amsgrad(convention):
     """The comparison can fail: the other conventions' AMSGrad is not Keras'."""
     case = next(c for c in h.cases("keras") if c.reference == ("Adam", {"amsgrad": True}))
+    err = h.compare(case, "float64", ours={**case.ours, "convention": convention})
+    assert err.max() > 1e3 * h.TOLERANCE["float64"]
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "optax", "paper"])
+def test_other_conventions_are_not_keras_nadam(convention):
+    """The comparison can fail: Keras' momentum schedule 0.96**t is not the others'."""
+    case = next(c for c in h.cases("keras") if c.reference == ("Nadam", {}) and not c.schedule)
     err = h.compare(case, "float64", ours={**case.ours, "convention": convention})
     assert err.max() > 1e3 * h.TOLERANCE["float64"]
