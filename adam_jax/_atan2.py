@@ -99,7 +99,10 @@ def scale_by_adam_atan2(
 
     def direction(m, r, g, k, c):
         del g
-        return c(a) * jnp.arctan2(m / c(k.bc1), c(b) * jnp.sqrt(r / c(k.bc2)))
+        step = c(a) * jnp.arctan2(m / c(k.bc1), c(b) * jnp.sqrt(r / c(k.bc2)))
+        # atan2(inf, inf) = pi/4 would hide an infinite gradient: 0 * m is 0 for a
+        # finite first moment and NaN for an infinite or NaN one, which it then shows.
+        return step + 0 * m
 
     moments = scale_by_moments(
         b1,

@@ -24,34 +24,54 @@ def _is_traced(value) -> bool:
 def static_value(name: str, value, *, schedule_ok: bool = False) -> float | None:
     """``value`` as a Python float; None when it is traced or (if allowed) a schedule.
 
+    A schedule is called once with step 0, so that one which cannot take a step
+    count, or gives no real number, is refused here rather than at the first step.
+
     Raises:
       TypeError: for anything that is not a real number, a real scalar array,
-        or (with ``schedule_ok``) a callable; bools included.
-      ValueError: for an array that is not a scalar.
+        or (with ``schedule_ok``) a callable of the step; bools included.
+      ValueError: for an array that is not a scalar, or a schedule whose value
+        at step 0 is not one.
     """
     if _is_traced(value):
         return None
+    expected = "a real number"
+    if schedule_ok:
+        expected += " or a schedule (a callable of the step count)"
     if callable(value):
-        if schedule_ok:
-            return None
-        raise TypeError(f"{name} must be a number, got the callable {value!r}.")
-    expected = (
-        "a real number or a schedule (a callable of the step)" if schedule_ok else "a real number"
-    )
+        if not schedule_ok:
+            raise TypeError(f"{name} must be {expected}, got the callable {value!r}.")
+        _check_schedule(name, value, expected)
+        return None  # its values are checked at step 0 by check_range
     if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be {expected}, got {value!r}.")
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         dtype = np.dtype(value.dtype)
-        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)) and (
-            dtype != jnp.bfloat16
-        ):
+        real = np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+        if not real and dtype != jnp.bfloat16:
             raise TypeError(f"{name} must be {expected}, got an array of dtype {dtype}.")
         if np.shape(value) != ():
             raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(value)}.")
         return float(np.asarray(value, np.float64))
     raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.")
+
+
+def _check_schedule(name: str, schedule, expected: str) -> None:
+    """A schedule must map step 0 to a real scalar (its range is checked by the caller)."""
+    try:
+        value = schedule(0)
+    except Exception as e:  # noqa: BLE001 - any failure means it is not a schedule
+        raise TypeError(
+            f"{name} must be {expected}; calling {schedule!r} with step 0 raised {e!r}."
+        ) from None
+    if _is_traced(value):
+        return
+    try:
+        static_value(f"{name}(0)", value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be {expected}; {e}") from None
 
 
 def check_range(
@@ -68,12 +88,21 @@ def check_range(
     The default range is ``[0, inf)``: finite and non-negative.
     """
     x = static_value(name, value, schedule_ok=schedule_ok)
+    if x is None and callable(value):
+        at_zero = value(0)
+        name, x = f"{name}(0)", None if _is_traced(at_zero) else static_value(name, at_zero)
+        value = at_zero
     if x is None:
         return
     closing = "]" if high_inclusive else ")"
     inside = low <= x and (x <= high if high_inclusive else x < high)
     if not inside:  # NaN compares false, so it lands here too
         raise ValueError(f"{name} must be in [{low:g}, {high:g}{closing}, got {value!r}.")
+    if math.isfinite(x) and abs(x) > np.finfo(np.float32).max:
+        raise ValueError(
+            f"{name}={value!r} overflows float32 (max {float(np.finfo(np.float32).max):.4g}), "
+            "where 16- and 32-bit params compute; use a smaller value."
+        )
 
 
 def check_decay(name: str, value) -> None:
@@ -107,6 +136,7 @@ def check_positive(name: str, value) -> None:
     x = static_value(name, value)
     if x is not None and not 0 < x < math.inf:
         raise ValueError(f"{name} must be in (0, inf), got {value!r}.")
+    check_range(name, value)  # and finite in float32
 
 
 def check_bool(name: str, value) -> None:
@@ -128,6 +158,9 @@ def check_dtype(name: str, value) -> None:
     """A moment's storage dtype: None (the default rule) or a real floating dtype."""
     if value is None:
         return
+    allowed = f"None or one of {list(_FLOAT_DTYPES)}"
+    if isinstance(value, (numbers.Number, np.ndarray, np.generic, jax.Array)):
+        raise TypeError(f"{name} must be {allowed} (a dtype, not a value), got {value!r}.")
     try:
         dtype = jnp.dtype(value)
     except TypeError:

@@ -16,6 +16,7 @@ import adam_jax
 
 DTYPES = ("float16", "bfloat16", "float32")
 FACTORIES = {
+    "adam_atan2": lambda convention: adam_jax.adam_atan2(0.1),  # atan2(inf, inf) is finite
     "adam": lambda **kw: adam_jax.adam(0.1, **kw),
     "amsgrad": lambda **kw: adam_jax.amsgrad(0.1, **kw),
     "nadam": lambda **kw: adam_jax.nadam(0.1, **kw),
