@@ -171,12 +171,6 @@ def fused_adam(
             "optimizer in pure JAX."
         )
     _register(module)
-    for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
-        if dtype is not None and np.dtype(dtype) != np.float32:
-            raise TypeError(
-                f"fused_adam stores its moments in float32 only, got {name}={dtype!r}; "
-                "use None or float32, or adam_jax.adam for other dtypes."
-            )
     # The optimizer itself (its validation, its state): fused_adam only replaces its step.
     reference = _alias.adam(
         learning_rate,
@@ -192,6 +186,13 @@ def fused_adam(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
+    # After adam's validation, which names a value that is not a dtype at all.
+    for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
+        if dtype is not None and np.dtype(dtype) != np.float32:
+            raise TypeError(
+                f"fused_adam stores its moments in float32 only, got {name}={dtype!r}; "
+                "use None or float32, or adam_jax.adam for other dtypes."
+            )
     conv = _conventions.get_convention(convention)
     decays = _chain.is_nonzero(weight_decay)
 

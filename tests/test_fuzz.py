@@ -130,18 +130,6 @@ def _names_an_argument(message: str, kwargs) -> bool:
     return any(re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", message) for k in kwargs)
 
 
-def _is_float_dtype(value) -> bool:
-    """None or a real floating dtype (what mu_dtype and nu_dtype accept)."""
-    if value is None:
-        return True
-    try:
-        return jnp.issubdtype(jnp.dtype(value), jnp.floating) and isinstance(
-            value, (str, type, np.dtype)
-        )
-    except TypeError:
-        return False
-
-
 # Holes the fuzz found, each kept as a strict xfail below (an XPASS fails the suite, so the
 # fix removes its entry here) and kept out of the fuzz meanwhile. For the lead.
 KNOWN_HOLES = {
@@ -149,15 +137,6 @@ KNOWN_HOLES = {
     "the first step raises optax's TypeError, which names no argument": (
         lambda name, kw: any(kw.get(k) is print for k in ("learning_rate", "weight_decay")),
         [("adam", {"learning_rate": print}), ("adamw", {"weight_decay": print})],
-    ),
-    "fused_adam checks mu_dtype/nu_dtype with np.dtype before validating them: "
-    "mu_dtype=-1.0 raises numpy's 'Cannot interpret -1.0 as a data type', '0.1' "
-    "\"data type '.1' not understood\"": (
-        lambda name, kw: (
-            name == "fused_adam"
-            and any(k in kw and not _is_float_dtype(kw[k]) for k in ("mu_dtype", "nu_dtype"))
-        ),
-        [("fused_adam", {"mu_dtype": -1.0}), ("fused_adam", {"nu_dtype": "0.1"})],
     ),
     "a learning_rate, weight_decay or adam_atan2 a that is finite but above float32's maximum "
     "passes validation and gives infinite or NaN updates on float32 params": (
