@@ -93,3 +93,33 @@ def test_events():
 def test_planted_faults_fail_in_a_real_browser():
     """Raw TeX, a console error, an exception, broken links and images, a too wide box."""
     assert check_site.self_test(shutil.which("chromium")) == []
+
+
+def _katex_hook():
+    spec = importlib.util.spec_from_file_location("katex_hook", ROOT / "docs" / "_ext" / "katex.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    if shutil.which("node") is None or not (hook._KATEX / "package.json").is_file():
+        pytest.skip("needs node and KaTeX in .venv/katex (make docs installs it)")
+    return hook
+
+
+def test_katex_hook_renders_every_formula_of_a_page():
+    hook = _katex_hook()
+    page = type("Page", (), {"file": type("File", (), {"src_uri": "x.md"})})
+    html = (
+        '<p>With <span class="arithmatex">\\(\\beta_1 &lt; 1\\)</span> and</p>\n'
+        '<div class="arithmatex">\\[\n\\begin{aligned} m_t &amp;= g_t \\end{aligned}\n\\]</div>'
+    )
+    out = hook.on_page_content(html, page)
+    assert out.count('class="katex"') == 2 and out.count('class="katex-display"') == 1
+    assert "\\(" not in out and "\\[" not in out
+    # the TeX KaTeX saw is unescaped: "<" and "&" as written, kept in the MathML annotation
+    assert "\\beta_1 &lt; 1</annotation>" in out and "m_t &amp;= g_t" in out
+
+
+def test_katex_hook_stops_the_build_on_a_formula_it_cannot_render():
+    hook = _katex_hook()
+    page = type("Page", (), {"file": type("File", (), {"src_uri": "bad.md"})})
+    with pytest.raises(hook.PluginError, match=r"bad\.md.*\\frac\{1\}"):
+        hook.on_page_content('<span class="arithmatex">\\(\\frac{1}\\)</span>', page)
