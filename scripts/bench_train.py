@@ -1,8 +1,9 @@
 """Benchmark the seed's training: 500 AMSGrad steps in PyTorch eager and in JAX with adam_jax.
 
 The seed's problem: a 1000 -> 100 -> ReLU -> 10 MLP, sum-of-squares loss on 64 random inputs and
-targets, ``torch.optim.Adam(lr=1e-4, amsgrad=True, eps=1e-8)``, 500 steps. Every variant starts
-from the same weights and data and runs the same 500 steps:
+targets, ``torch.optim.Adam(lr=1e-4, amsgrad=True, eps=1e-8)``, 500 steps: the ``seed`` task of
+the training registry (``adam_jax.training.tasks``), whose weights and data are those of
+``scripts/train.py``. Every variant starts from them and runs the same 500 steps:
 
 - ``torch default|foreach|fused, N thr``: eager PyTorch (``zero_grad``, forward, ``backward``,
   ``step``) with ``torch.set_num_threads(N)``; "default" is ``torch.optim.Adam``'s own choice
@@ -10,7 +11,10 @@ from the same weights and data and runs the same 500 steps:
 - ``jax jit-step``: one jitted, donated step (gradient and ``adam_jax.amsgrad`` update) called
   500 times from Python; the losses stay on the device until the end.
 - ``jax jit-step, loss.item()``: the same, fetching every loss as the seed prints it.
-- ``jax scan``: all 500 steps in one jitted ``lax.scan``, as ``scripts/train.py`` runs them.
+- ``jax scan``: all 500 steps in one jitted ``lax.scan`` of a plain-JAX step.
+- ``jax train loop``: ``scripts/train.py``'s own path without its file I/O: the training
+  package's ``train_step`` (Flax model, adam_jax.amsgrad, the epsilon metric) in its jitted
+  ``lax.scan`` chunks of 50 steps, the metrics fetched after each chunk.
 - ``jax scan, fused_adam``: the same with ``adam_jax.fused_adam(amsgrad=True)`` (the opt-in
   one-pass CPU kernel) in place of ``adam_jax.amsgrad`` and ``apply_updates``.
 - ``floor fwd+bwd``: the scan's forward and backward passes alone, no optimizer (each step's input
@@ -31,37 +35,39 @@ import random
 import sys
 import time
 from functools import partial
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import adam_jax
+from adam_jax.training import loop
+from adam_jax.training.tasks import seed as seed_task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench  # noqa: E402
 
-N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10
+N, D_IN, HIDDEN, D_OUT = 64, *seed_task.SIZES
 LR, EPS = 1e-4, 1e-8
+CHUNK = 50  # train.py's --log-every on the seed task
 FLOP_PER_STEP = 2 * N * D_IN * HIDDEN * 2 + 2 * N * HIDDEN * D_OUT * 3  # fwd+dW1, fwd+dW2+dh
 
 
+def seed_config(seed: int = 0) -> SimpleNamespace:
+    """``scripts/train.py``'s flags on the seed task, float32."""
+    return SimpleNamespace(seed=seed, batch_size=N, dtype="float32", init="torch", init_from=None)
+
+
+def seed_problem(seed: int = 0):
+    return seed_task.make_problem(
+        seed_config(seed), {"param_dtype": np.float32, "dtype": np.float32}
+    )
+
+
 def seed_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights in ``torch.nn.Linear``'s layout and default init, inputs and targets."""
-    rng = np.random.default_rng(seed)
-
-    def uniform(fan_in, shape):
-        bound = 1.0 / np.sqrt(fan_in)
-        return rng.uniform(-bound, bound, shape).astype(np.float32)
-
-    return {
-        "x": rng.standard_normal((N, D_IN), dtype=np.float32),
-        "y": rng.standard_normal((N, D_OUT), dtype=np.float32),
-        "w1": uniform(D_IN, (HIDDEN, D_IN)),
-        "b1": uniform(D_IN, (HIDDEN,)),
-        "w2": uniform(HIDDEN, (D_OUT, HIDDEN)),
-        "b2": uniform(HIDDEN, (D_OUT,)),
-    }
+    """The seed task's weights (``torch.nn.Linear``'s layout), inputs and targets."""
+    return seed_task.torch_layout(seed_problem(seed))
 
 
 # --- JAX --------------------------------------------------------------------------------------
@@ -109,6 +115,16 @@ def jax_variants(arrays, steps):
     scan = make_scan(step)
     scan_fused = make_scan(fused_step)
 
+    problem = seed_problem()
+    train_step = loop.make_train_step(
+        problem,
+        opt,
+        loss_dtype=jnp.float32,
+        learning_rate=LR,
+        epsilon_report=lambda s: adam_jax.epsilon_report(s, opt),
+    )
+    run_chunk = loop.make_run_chunk(train_step, CHUNK)
+
     @jax.jit
     def floor_fwd_bwd(params, scales):
         def body(acc, s):
@@ -128,6 +144,10 @@ def jax_variants(arrays, steps):
     t0 = time.perf_counter()
     scan_fused.lower(p, fused.init(p)).compile()
     compile_s["jax scan, fused_adam"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    initial = loop.init_state(problem, opt, 0)
+    run_chunk = run_chunk.lower(initial, problem.train, np.int32(0)).compile()
+    compile_s["jax train loop"] = time.perf_counter() - t0
     scales = jnp.ones(steps)
 
     box = {}
@@ -152,6 +172,19 @@ def jax_variants(arrays, steps):
     def run_scan(fn):
         (box["p"], box["s"]), box["losses"] = fn(box["p"], box["s"])
 
+    def prepare_loop():
+        box["state"] = loop.init_state(problem, opt, 0)
+        jax.block_until_ready(box)
+
+    def run_train_loop():
+        state, losses = box.pop("state"), []
+        for start in range(0, steps, CHUNK):
+            n = min(CHUNK, steps - start)
+            state, metrics, finite = run_chunk(state, problem.train, np.int32(n))
+            metrics, finite = jax.device_get((metrics, finite))  # train.py's one sync per chunk
+            losses += list(metrics["loss"][:n])
+        box["state"], box["losses"] = state, losses
+
     def run_floor(fn):
         box["out"] = fn(box["p"], scales)
 
@@ -163,6 +196,7 @@ def jax_variants(arrays, steps):
         "jax jit-step, loss.item()": (prepare, lambda: run_loop(True), sync),
         "jax scan": (prepare, lambda: run_scan(scan), sync),
         "jax scan, fused_adam": (prepare_fused, lambda: run_scan(scan_fused), sync),
+        "jax train loop": (prepare_loop, run_train_loop, sync),
         "floor fwd+bwd": (prepare, lambda: run_floor(floor_fwd_bwd), sync),
     }
     for prep, run, sy in variants.values():  # compile and warm up
@@ -280,6 +314,11 @@ def main(argv=None):
     fused_losses = np.asarray(jbox["losses"])
     fused_agree = float(np.max(np.abs(fused_losses - jax_losses) / np.abs(jax_losses)))
     print(f"fused_adam vs adam_jax.amsgrad losses, max relative difference: {fused_agree:.2e}")
+    jv["jax train loop"][0]()
+    jv["jax train loop"][1]()
+    loop_losses = np.asarray(jbox["losses"])
+    loop_agree = float(np.max(np.abs(loop_losses - jax_losses) / np.abs(jax_losses)))
+    print(f"train loop (Flax) vs jax scan losses, max relative difference: {loop_agree:.2e}")
     tv[f"torch default, {threads[-1]} thr"][0]()
     tv[f"torch default, {threads[-1]} thr"][1]()
     torch_losses = np.asarray(tbox["losses"])
@@ -353,6 +392,7 @@ def main(argv=None):
         },
         "losses_max_rel_diff_first_100_steps_jax_scan_vs_torch": agree,
         "losses_max_rel_diff_fused_adam_vs_jax_scan": fused_agree,
+        "losses_max_rel_diff_train_loop_vs_jax_scan": loop_agree,
         "fastest_torch": fastest_torch,
         "flop_per_step": FLOP_PER_STEP,
         "floor_gflops": gflops,
