@@ -140,16 +140,15 @@ def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
 def optax_runs(params, data, before: int, after: int) -> dict:
     """``optax.amsgrad`` uninterrupted, and continued in adam_jax (convention "optax") and back."""
     x, y = data
-    hp = interop.AdamHyperparams(LR, eps=EPS, amsgrad=True, convention="optax")
+    opt = adam_jax.amsgrad(LR, eps=EPS, convention="optax")
     tx = optax.amsgrad(LR, eps=EPS)
     uninterrupted, *_ = jax_steps(params, tx, tx.init(params), x, y, before + after)
     first, mid, state = jax_steps(params, tx, tx.init(params), x, y, before)
-    ours_tx, ours = interop.optax.from_optax(state, hp, mid)
+    ours_tx, ours = interop.optax.from_optax(state, opt.spec, mid)
     then, *_ = jax_steps(mid, ours_tx, ours, x, y, after)
     optax_to_jax = np.concatenate([first, then])
-    opt = hp.optimizer()
     first, mid, ours = jax_steps(params, opt, opt.init(params), x, y, before)
-    _, theirs = interop.optax.to_optax(ours, hp, mid)
+    _, theirs = interop.optax.to_optax(ours, opt, mid)
     then, *_ = jax_steps(mid, tx, theirs, x, y, after)
     scratch, *_ = jax_steps(params, opt, opt.init(params), x, y, before + after)
     return {

@@ -7,48 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from adam_jax import _alias, _conventions
+from adam_jax import _chain, _conventions
+from adam_jax._spec import AdamSpec
 from adam_jax.interop._tree import Path, key_str, leaves_by_path, path_str
-
-
-@dataclasses.dataclass(frozen=True)
-class AdamHyperparams:
-    """The hyperparameters of one param group: the arguments of :func:`adam_jax.adam`.
-
-    Validated at construction (by building the optimizer). The learning rate is
-    a constant: frameworks keep a schedule's state outside the optimizer's
-    (``torch.optim.lr_scheduler``), so a converted run continues with the
-    group's current learning rate.
-    """
-
-    learning_rate: float
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    eps_root: float = 0.0
-    weight_decay: float = 0.0
-    decoupled_weight_decay: bool = False
-    amsgrad: bool = False
-    maximize: bool = False
-    convention: str = "pytorch"
-
-    def __post_init__(self):
-        self.optimizer()
-
-    def optimizer(self) -> optax.GradientTransformation:
-        """``adam_jax.adam`` with these hyperparameters."""
-        return _alias.adam(
-            self.learning_rate,
-            self.b1,
-            self.b2,
-            self.eps,
-            self.eps_root,
-            amsgrad=self.amsgrad,
-            convention=self.convention,
-            weight_decay=self.weight_decay,
-            decoupled_weight_decay=self.decoupled_weight_decay,
-            maximize=self.maximize,
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +17,15 @@ class ParamGroup:
     """Params that share hyperparameters, as a framework's param group.
 
     Attributes:
-      hyperparams: the group's :class:`adam_jax.interop.AdamHyperparams`.
+      spec: the group's ``adam_jax.AdamSpec`` (the arguments of
+        :func:`adam_jax.adam`); the learning rate is a constant, as frameworks
+        keep a schedule's state outside the optimizer's (``torch.optim.lr_scheduler``),
+        so a converted run continues with the group's current learning rate.
       paths: the params in the group, as paths of the params tree, in the
         framework's order (``torch.optim``'s parameter indices follow it).
     """
 
-    hyperparams: AdamHyperparams
+    spec: AdamSpec
     paths: tuple[Path, ...]
 
 
@@ -105,14 +69,14 @@ def build_optimizer(groups: Sequence[ParamGroup], params) -> optax.GradientTrans
         if path not in label_of:
             raise ValueError(f"params leaf '{path_str(path)}' is in no param group.")
     if len(groups) == 1:
-        return groups[0].hyperparams.optimizer()
+        return _chain.adam_optimizer(groups[0].spec)
 
     def labels(tree):
         return jax.tree_util.tree_map_with_path(
             lambda kp, _: label_of[tuple(key_str(k) for k in kp)], tree
         )
 
-    transforms = {group_label(i): g.hyperparams.optimizer() for i, g in enumerate(groups)}
+    transforms = {group_label(i): _chain.adam_optimizer(g.spec) for i, g in enumerate(groups)}
     return optax.partition(transforms, labels)
 
 
@@ -157,7 +121,7 @@ def check_same_optimizer(source: str, target: str, amsgrad: bool, where: str) ->
         raise ValueError(
             f"a run in convention {source!r} would continue {where} as a different optimizer, "
             f"convention {target!r} (see adam_jax.CONVENTIONS): the state would convert, the "
-            "trajectory would not. Pass hyperparams in the framework's convention to accept "
+            "trajectory would not. Pass a spec in the framework's convention to accept "
             "that change on purpose."
         )
 

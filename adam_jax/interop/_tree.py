@@ -216,12 +216,15 @@ class Moments(NamedTuple):
       count: the number of steps taken.
       mu, nu: first and second moments, path -> NumPy array in JAX's layout.
       nu_max: AMSGrad's maximum (path -> array), or None without AMSGrad.
+      mu_product: NAdam's product of the momentum schedule, a NumPy scalar, or
+        None without one.
     """
 
     count: int
     mu: dict[Path, np.ndarray]
     nu: dict[Path, np.ndarray]
     nu_max: dict[Path, np.ndarray] | None
+    mu_product: np.ndarray | None = None
 
 
 def _is_state(types):
@@ -247,12 +250,14 @@ def read_moments(opt_state, types: tuple[type, ...]) -> list[Moments]:
     out = []
     for state in find_states(opt_state, types):
         nu_max = getattr(state, "nu_max", None)
+        mu_product = getattr(state, "mu_product", None)
         out.append(
             Moments(
                 int(state.count),
                 read(state.mu),
                 read(state.nu),
                 None if nu_max is None else read(nu_max),
+                None if mu_product is None else np.asarray(mu_product),
             )
         )
     if not out:
@@ -317,6 +322,17 @@ def write_moments(
         }
         if has_max:
             fields["nu_max"] = tree("nu_max", state.nu_max, src.nu_max)
+        has_product = getattr(state, "mu_product", None) is not None
+        if has_product != (src.mu_product is not None):
+            raise ValueError(
+                "NAdam's momentum product does not match: the source "
+                f"{'has' if src.mu_product is not None else 'has no'} mu_product, the "
+                f"optimizer {'keeps' if has_product else 'keeps no'} one."
+            )
+        if has_product:
+            fields["mu_product"] = moment_like(
+                np.asarray(src.mu_product), state.mu_product, describe("mu_product", ())
+            )
         return state._replace(**fields)
 
     return jax.tree.map(fill, template, is_leaf=is_state)

@@ -1,24 +1,29 @@
-"""Keras 3: ``keras.optimizers.Adam``/``AdamW`` variables <-> adam_jax.
+"""Keras 3: ``keras.optimizers.Adam``/``AdamW``/``Nadam`` variables <-> adam_jax.
 
 Keras' Adam is adam_jax's ``convention="keras"`` (the "epsilon hat" form): its
 optimizer variables ``iteration``, ``<var>_momentum``, ``<var>_velocity`` and
 (AMSGrad) ``<var>_velocity_hat`` are ``count``, ``mu``, ``nu`` and ``nu_max``,
-the maximum of the raw second moment. Keras applies weight decay decoupled, as
-AdamW, scaled by the learning rate; variables excluded from it
+the maximum of the raw second moment. Keras' Nadam is ``adam_jax.nadam(...,
+convention="keras")``, its ``u_product`` the state's ``mu_product``. Keras
+applies weight decay decoupled, as AdamW, scaled by the learning rate; variables
+excluded from it
 (``exclude_from_weight_decay``) form a second param group without decay.
 
 Keras is imported only inside the functions that need it; any backend works,
 the tests use JAX's.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from adam_jax import _conventions
+from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 from adam_jax.interop import _groups, _tree
-from adam_jax.interop._groups import AdamHyperparams, Converted, ParamGroup
+from adam_jax.interop._groups import Converted, ParamGroup
 
 SLOTS = {"mu": "_momentums", "nu": "_velocities", "nu_max": "_velocity_hats"}
 SLOT_NAMES = {"mu": "momentum", "nu": "velocity", "nu_max": "velocity_hat"}
@@ -36,9 +41,14 @@ UNSUPPORTED = (
 def _check_optimizer(optimizer) -> None:
     import keras
 
-    if type(optimizer) not in (keras.optimizers.Adam, keras.optimizers.AdamW):
+    if type(optimizer) not in (
+        keras.optimizers.Adam,
+        keras.optimizers.AdamW,
+        keras.optimizers.Nadam,
+    ):
         raise TypeError(
-            f"optimizer must be a keras.optimizers.Adam or AdamW, got {type(optimizer).__name__}."
+            "optimizer must be a keras.optimizers.Adam, AdamW or Nadam, got "
+            f"{type(optimizer).__name__}."
         )
     for option in UNSUPPORTED:
         value = getattr(optimizer, option, None)
@@ -56,15 +66,17 @@ def _check_optimizer(optimizer) -> None:
         raise ValueError("the Keras optimizer is not built: call optimizer.build(variables).")
 
 
-def _hyperparams(optimizer, weight_decay: float) -> AdamHyperparams:
-    return AdamHyperparams(
+def _spec(optimizer, weight_decay: float) -> AdamSpec:
+    nadam = not hasattr(optimizer, "amsgrad")
+    return AdamSpec(
         learning_rate=float(np.asarray(optimizer.learning_rate)),
         b1=float(optimizer.beta_1),
         b2=float(optimizer.beta_2),
         eps=float(optimizer.epsilon),
         weight_decay=weight_decay,
         decoupled_weight_decay=True,
-        amsgrad=bool(optimizer.amsgrad),
+        amsgrad=bool(getattr(optimizer, "amsgrad", False)),
+        nesterov=nadam,
         convention="keras",
     )
 
@@ -97,7 +109,7 @@ def from_keras(
       >>> opt = keras.optimizers.Adam(0.1, amsgrad=True)
       >>> opt.apply([np.ones(2, "float32")], [w])
       >>> run = interop.keras.from_keras(opt, [w], {"w": "w"})
-      >>> int(run.opt_state[0].count), run.groups[0].hyperparams.convention
+      >>> int(run.opt_state[0].count), run.groups[0].spec.convention
       (1, 'keras')
 
     References:
@@ -127,11 +139,15 @@ def from_keras(
     groups, members = [], []
     for wd, group_names in ((weight_decay, decayed), (0.0, plain)):
         if group_names:
-            hp = _hyperparams(optimizer, wd)
-            groups.append(ParamGroup(hp, tuple(names[n].path for n in group_names)))
+            spec = _spec(optimizer, wd)
+            groups.append(ParamGroup(spec, tuple(names[n].path for n in group_names)))
             members.append(group_names)
     count = int(np.asarray(optimizer.iterations))
-    fields = ("mu", "nu", "nu_max") if optimizer.amsgrad else ("mu", "nu")
+    amsgrad = groups[0].spec.amsgrad
+    fields = ("mu", "nu", "nu_max") if amsgrad else ("mu", "nu")
+    mu_product = None
+    if groups[0].spec.nesterov:
+        mu_product = np.asarray(optimizer._u_product.value)
     moments = []
     for group_names in members:
         arrays = {f: {} for f in fields}
@@ -144,13 +160,15 @@ def from_keras(
                 slot = getattr(optimizer, SLOTS[f])[index]
                 what = f"Keras' {slot.path}"
                 arrays[f][names[n].path] = names[n].to_jax_layout(np.asarray(slot.value), what)
-        moments.append(_tree.Moments(count, arrays["mu"], arrays["nu"], arrays.get("nu_max")))
+        moments.append(
+            _tree.Moments(count, arrays["mu"], arrays["nu"], arrays.get("nu_max"), mu_product)
+        )
     optimizer_jax = _groups.build_optimizer(groups, params)
     find = _tree.match_groups([frozenset(g.paths) for g in groups], "Keras weight decay group")
     by_path = {leaf.path: n for n, leaf in names.items()}
 
     def describe(field, path):
-        return f"Keras' {SLOT_NAMES[field]} of '{by_path[path]}'"
+        return f"Keras' {SLOT_NAMES[field]} of '{by_path[path]}'" if path else "Keras' u_product"
 
     opt_state = _tree.write_moments(
         optimizer_jax.init(params), (ScaleByAdamState,), lambda p: moments[find(p)], describe
@@ -189,9 +207,9 @@ def to_keras(
 
     Examples:
       >>> import os; _ = os.environ.setdefault("KERAS_BACKEND", "jax")
-      >>> import jax.numpy as jnp, keras, numpy as np, adam_jax.interop as interop
-      >>> hp = interop.AdamHyperparams(0.1, eps=1e-7, convention="keras")
-      >>> groups = [interop.ParamGroup(hp, (("w",),))]
+      >>> import jax.numpy as jnp, keras, numpy as np, adam_jax, adam_jax.interop as interop
+      >>> spec = adam_jax.AdamSpec(0.1, eps=1e-7, convention="keras")
+      >>> groups = [interop.ParamGroup(spec, (("w",),))]
       >>> params = {"w": jnp.ones(2)}
       >>> opt = interop.build_optimizer(groups, params)
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
@@ -206,27 +224,17 @@ def to_keras(
     import keras
 
     names = _tree.normalize_name_map(name_map)
-    base = groups[0].hyperparams
+    base = groups[0].spec
     for i, group in enumerate(groups):
-        hp = group.hyperparams
-        _groups.check_same_optimizer(hp.convention, "keras", hp.amsgrad, "to keras.optimizers.Adam")
-        if hp.maximize or hp.eps_root != 0:
-            raise ValueError(
-                f"param group {i}: Keras' Adam has no maximize or eps_root, got "
-                f"maximize={hp.maximize}, eps_root={hp.eps_root}."
-            )
-        if hp.weight_decay and not hp.decoupled_weight_decay:
-            raise ValueError(
-                f"param group {i}: Keras applies weight decay decoupled (AdamW), got coupled "
-                f"weight_decay={hp.weight_decay}."
-            )
-        same = dict(vars(hp), weight_decay=0.0, decoupled_weight_decay=True)
-        if same != dict(vars(base), weight_decay=0.0, decoupled_weight_decay=True):
+        spec = group.spec
+        _check_spec(spec, i)
+        same = dataclasses.replace(spec, weight_decay=0.0, decoupled_weight_decay=True)
+        if same != dataclasses.replace(base, weight_decay=0.0, decoupled_weight_decay=True):
             raise ValueError(
                 f"param group {i} differs from group 0 in more than weight decay; a Keras "
                 "optimizer has one set of hyperparameters."
             )
-    decays = sorted({g.hyperparams.weight_decay for g in groups if g.hyperparams.weight_decay})
+    decays = sorted({float(g.spec.weight_decay) for g in groups if g.spec.weight_decay})
     if len(decays) > 1:
         raise ValueError(f"Keras has one weight decay, the groups have {decays}.")
     by_name = {v.path: v for v in variables}
@@ -247,19 +255,20 @@ def to_keras(
             f"Keras keeps one iteration count, the groups are at steps {sorted(counts)}."
         )
 
-    optimizer = keras.optimizers.AdamW if decays else keras.optimizers.Adam
     kwargs = {"weight_decay": decays[0]} if decays else {}
+    if base.nesterov:
+        optimizer = keras.optimizers.Nadam
+    else:
+        optimizer = keras.optimizers.AdamW if decays else keras.optimizers.Adam
+        kwargs["amsgrad"] = base.amsgrad
     optimizer = optimizer(
-        learning_rate=base.learning_rate,
-        beta_1=base.b1,
-        beta_2=base.b2,
-        epsilon=base.eps,
-        amsgrad=base.amsgrad,
+        learning_rate=float(base.learning_rate),
+        beta_1=float(base.b1),
+        beta_2=float(base.b2),
+        epsilon=float(base.eps),
         **kwargs,
     )
-    undecayed = [
-        by_name[by_path[p]] for g in groups if not g.hyperparams.weight_decay for p in g.paths
-    ]
+    undecayed = [by_name[by_path[p]] for g in groups if not g.spec.weight_decay for p in g.paths]
     if decays and undecayed:
         optimizer.exclude_from_weight_decay(var_list=undecayed)
     keras_vars = [by_name[by_path[p]] for g in groups for p in g.paths]
@@ -268,6 +277,8 @@ def to_keras(
         _assign(v, value, f"'{v.path}'")
     optimizer.build(keras_vars)
     optimizer.iterations.assign(counts.pop())
+    if base.nesterov:
+        _assign(optimizer._u_product, np.asarray(found[0].mu_product), "Keras' u_product")
     for m in found:
         find(frozenset(m.mu))
         if (m.nu_max is not None) != base.amsgrad:
@@ -279,6 +290,35 @@ def to_keras(
                 what = f"the {SLOT_NAMES[f]} of '{v.path}'"
                 _assign(slot, names[v.path].from_jax_layout(x, v.path), what)
     return optimizer
+
+
+def _check_spec(spec: AdamSpec, index: int) -> None:
+    """Raises unless a Keras optimizer runs ``spec`` exactly."""
+    for name in ("learning_rate", "weight_decay"):
+        if callable(getattr(spec, name)):
+            raise ValueError(
+                f"param group {index}: {name} is a schedule, which is not converted; pass a "
+                "spec with the current value."
+            )
+    if spec.maximize or spec.eps_root != 0 or spec.mask is not None:
+        raise ValueError(
+            f"param group {index}: Keras' optimizers have no maximize, eps_root or mask, got "
+            f"maximize={spec.maximize}, eps_root={spec.eps_root}, mask={spec.mask!r}."
+        )
+    if spec.weight_decay and not spec.decoupled_weight_decay:
+        raise ValueError(
+            f"param group {index}: Keras applies weight decay decoupled (AdamW), got coupled "
+            f"weight_decay={spec.weight_decay}."
+        )
+    if spec.nesterov:
+        keras_psi = _conventions.CONVENTIONS["keras"].nadam_momentum_decay
+        if spec.nadam_momentum_decay != keras_psi:
+            raise ValueError(
+                f"param group {index}: Keras' Nadam has the momentum schedule psi={keras_psi}, "
+                f"the spec psi={spec.nadam_momentum_decay} (convention {spec.convention!r})."
+            )
+        return
+    _groups.check_same_optimizer(spec.convention, "keras", spec.amsgrad, "to keras.optimizers.Adam")
 
 
 def _assign(variable, value: np.ndarray, what: str) -> None:

@@ -8,14 +8,17 @@ optax's Adam is also PyTorch's, so its state continues in any of
 ``"pytorch"``, ``"optax"`` and ``"paper"``; with AMSGrad, only in ``"optax"``.
 
 optax states carry no hyperparameters (they live in the closures), so each
-conversion takes the :class:`adam_jax.interop.AdamHyperparams` of the run.
+conversion takes the run's ``adam_jax.AdamSpec``, or an adam_jax optimizer
+(which carries its ``spec``). ``optax.nadam`` is adam_jax's ``nadam`` in
+convention ``"optax"`` (no momentum schedule).
 """
 
 import optax
 
+from adam_jax import _chain
+from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 from adam_jax.interop import _groups, _tree
-from adam_jax.interop._groups import AdamHyperparams
 
 OPTAX_STATES = (optax.ScaleByAdamState, optax.ScaleByAmsgradState)
 FIELDS = {"mu": "mu", "nu": "nu", "nu_max": "nu_max"}
@@ -30,58 +33,100 @@ def _single(moments: list[_tree.Moments], what: str) -> _tree.Moments:
     return moments[0]
 
 
-def optax_optimizer(hp: AdamHyperparams) -> optax.GradientTransformation:
-    """The optax optimizer of ``hp``: ``optax.adam``/``adamw``/``amsgrad``'s chain.
+def _spec(spec_or_optimizer) -> AdamSpec:
+    spec = getattr(spec_or_optimizer, "spec", spec_or_optimizer)
+    if not isinstance(spec, AdamSpec):
+        raise TypeError(
+            "expected an adam_jax.AdamSpec or an adam_jax optimizer (which carries .spec), "
+            f"got {type(spec_or_optimizer).__name__}."
+        )
+    return spec
 
-    ``chain(scale_by_adam or scale_by_amsgrad, [add_decayed_weights],
+
+def _check(spec: AdamSpec, where: str) -> None:
+    """Raises unless a run of ``spec`` and one of optax are the same optimizer.
+
+    ``where`` is ``"to optax"`` or ``"from optax"``: the direction of the conversion.
+    """
+    if spec.nesterov:
+        if spec.nadam_momentum_decay is not None:
+            raise ValueError(
+                f"cannot convert NAdam {where} exactly: optax's Nesterov Adam keeps "
+                f"mu_t = b1, this spec has the momentum schedule psi="
+                f"{spec.nadam_momentum_decay} (convention {spec.convention!r})."
+            )
+        return
+    source, target = (
+        (spec.convention, "optax") if where == "to optax" else ("optax", spec.convention)
+    )
+    _groups.check_same_optimizer(source, target, spec.amsgrad, where)
+
+
+def optax_optimizer(spec: AdamSpec) -> optax.GradientTransformation:
+    """The optax optimizer of ``spec``: ``optax.adam``/``adamw``/``amsgrad``/``nadam``'s chain.
+
+    ``chain(scale_by_adam (nesterov) or scale_by_amsgrad, [add_decayed_weights],
     scale_by_learning_rate)``, which is what ``optax.adam``, ``optax.adamw``
-    (without a mask) and ``optax.amsgrad`` build, so its state has their
-    structure; coupled weight decay goes before the direction and ``maximize``
-    adds ``optax.scale(-1)`` first.
+    (``mask`` included), ``optax.amsgrad`` and ``optax.nadam`` build, so its
+    state has their structure; coupled weight decay goes before the direction
+    and ``maximize`` adds ``optax.scale(-1)`` first.
+
+    Args:
+      spec: an ``adam_jax.AdamSpec`` (or an adam_jax optimizer).
+
+    Returns:
+      The optax ``GradientTransformation``.
 
     Raises:
-      ValueError: when ``hp``'s convention would make optax a different optimizer.
+      ValueError: when ``spec``'s convention would make optax a different optimizer.
     """
-    _groups.check_same_optimizer(hp.convention, "optax", hp.amsgrad, "to optax")
-    scale_by = optax.scale_by_amsgrad if hp.amsgrad else optax.scale_by_adam
-    decays = hp.weight_decay != 0
-    decay = optax.add_decayed_weights(hp.weight_decay)
+    spec = _spec(spec)
+    _check(spec, "to optax")
+    if spec.amsgrad:
+        direction = optax.scale_by_amsgrad(spec.b1, spec.b2, spec.eps, spec.eps_root)
+    else:
+        direction = optax.scale_by_adam(
+            spec.b1, spec.b2, spec.eps, spec.eps_root, nesterov=spec.nesterov
+        )
+    decay = optax.add_decayed_weights(spec.weight_decay, spec.mask)
+    decays = spec.decays_weights
     return optax.chain(
-        *([optax.scale(-1.0)] if hp.maximize else []),
-        *([decay] if decays and not hp.decoupled_weight_decay else []),
-        scale_by(hp.b1, hp.b2, hp.eps, hp.eps_root),
-        *([decay] if decays and hp.decoupled_weight_decay else []),
-        optax.scale_by_learning_rate(hp.learning_rate),
+        *([optax.scale(-1.0)] if spec.maximize else []),
+        *([decay] if decays and not spec.decoupled_weight_decay else []),
+        direction,
+        *([decay] if decays and spec.decoupled_weight_decay else []),
+        optax.scale_by_learning_rate(spec.learning_rate),
     )
 
 
 def from_optax(
-    opt_state: optax.OptState, hyperparams: AdamHyperparams, params=None
+    opt_state: optax.OptState, spec: AdamSpec, params=None
 ) -> tuple[optax.GradientTransformation, optax.OptState]:
     """An ``optax.adam``/``adamw``/``amsgrad`` state as an adam_jax optimizer and state.
 
     Args:
       opt_state: the optax optimizer's state (one ``ScaleByAdamState`` or
         ``ScaleByAmsgradState`` anywhere inside it).
-      hyperparams: the optax optimizer's hyperparameters, in convention
-        ``"optax"`` (or, without AMSGrad, ``"pytorch"``/``"paper"``, the same Adam).
+      spec: the optax optimizer's hyperparameters as an ``adam_jax.AdamSpec``, in
+        convention ``"optax"`` (or, without AMSGrad, ``"pytorch"``/``"paper"``,
+        the same Adam); or an adam_jax optimizer, which carries its spec.
       params: the params, for the state's dtypes; by default the moments' tree.
 
     Returns:
-      ``(hyperparams.optimizer(), its state)`` with optax's count and moments.
+      ``(the adam_jax optimizer of spec, its state)`` with optax's count and moments.
 
     Raises:
-      ValueError: when ``hyperparams`` would continue as a different optimizer
+      ValueError: when ``spec`` would continue as a different optimizer
         (an AMSGrad state in convention ``"pytorch"``: the message says why and
         what an approximation would change), or the trees do not match.
 
     Examples:
-      >>> import jax.numpy as jnp, optax, adam_jax.interop as interop
+      >>> import jax.numpy as jnp, optax, adam_jax, adam_jax.interop as interop
       >>> tx = optax.amsgrad(0.1)
       >>> params = {"w": jnp.ones(2)}
       >>> _, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
-      >>> hp = interop.AdamHyperparams(0.1, amsgrad=True, convention="optax")
-      >>> opt, ours = interop.optax.from_optax(state, hp)
+      >>> spec = adam_jax.AdamSpec(0.1, amsgrad=True, convention="optax")
+      >>> opt, ours = interop.optax.from_optax(state, spec)
       >>> int(ours[0].count), ours[0].nu_max["w"].round(4)  # v_1 / (1 - b2) = g^2
       (1, Array([1., 1.], dtype=float32))
 
@@ -89,9 +134,10 @@ def from_optax(
       DeepMind, `optax.amsgrad
       <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.amsgrad>`_, 2024.
     """
-    _groups.check_same_optimizer("optax", hyperparams.convention, hyperparams.amsgrad, "from optax")
+    spec = _spec(spec)
+    _check(spec, "from optax")
     source = _single(_tree.read_moments(opt_state, OPTAX_STATES), "the optax state")
-    optimizer = hyperparams.optimizer()
+    optimizer = _chain.adam_optimizer(spec)
     if params is None:
         params = _tree.find_states(opt_state, OPTAX_STATES)[0].mu
     template = optimizer.init(params)
@@ -109,7 +155,7 @@ def from_optax(
 
 
 def to_optax(
-    opt_state: optax.OptState, hyperparams: AdamHyperparams, params=None
+    opt_state: optax.OptState, spec: AdamSpec, params=None
 ) -> tuple[optax.GradientTransformation, optax.OptState]:
     """An adam_jax state as the matching optax optimizer and its state.
 
@@ -117,7 +163,7 @@ def to_optax(
 
     Args:
       opt_state: the adam_jax optimizer's state (one ``ScaleByAdamState``).
-      hyperparams: its hyperparameters.
+      spec: its ``adam_jax.AdamSpec``, or the adam_jax optimizer itself.
       params: the params, for the state's dtypes; by default the moments' tree.
 
     Returns:
@@ -131,11 +177,10 @@ def to_optax(
 
     Examples:
       >>> import jax.numpy as jnp, adam_jax, adam_jax.interop as interop
-      >>> hp = interop.AdamHyperparams(0.1, convention="optax")
+      >>> opt = adam_jax.adam(0.1, convention="optax")
       >>> params = {"w": jnp.ones(2)}
-      >>> opt = hp.optimizer()
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
-      >>> tx, theirs = interop.optax.to_optax(state, hp)
+      >>> tx, theirs = interop.optax.to_optax(state, opt)
       >>> int(theirs[0].count)
       1
 
@@ -143,7 +188,7 @@ def to_optax(
       DeepMind, `optax.adam
       <https://optax.readthedocs.io/en/latest/api/optimizers.html#optax.adam>`_, 2024.
     """
-    tx = optax_optimizer(hyperparams)
+    tx = optax_optimizer(spec)
     source = _single(_tree.read_moments(opt_state, (ScaleByAdamState,)), "the adam_jax state")
     if params is None:
         params = _tree.find_states(opt_state, (ScaleByAdamState,))[0].mu

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import optax
 
+from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 from adam_jax.interop import _groups, _tree
-from adam_jax.interop._groups import AdamHyperparams, Converted, ParamGroup
+from adam_jax.interop._groups import Converted, ParamGroup
 
 # Param group keys that choose torch's code path or belong to a scheduler: no effect on the maths.
 IGNORED_GROUP_KEYS = frozenset(
@@ -24,7 +25,15 @@ IGNORED_GROUP_KEYS = frozenset(
 ADAM_GROUP_KEYS = frozenset(
     {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"}
 )
-STATE_FIELDS = {"mu": "exp_avg", "nu": "exp_avg_sq", "nu_max": "max_exp_avg_sq"}
+NADAM_GROUP_KEYS = frozenset(
+    {"lr", "betas", "eps", "weight_decay", "momentum_decay", "maximize", "decoupled_weight_decay"}
+)
+STATE_FIELDS = {
+    "mu": "exp_avg",
+    "nu": "exp_avg_sq",
+    "nu_max": "max_exp_avg_sq",
+    "mu_product": "mu_product",
+}
 
 
 def _numpy(tensor, name: str) -> np.ndarray:
@@ -117,30 +126,36 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
     return out
 
 
-def hyperparams_from_torch(
+def spec_from_torch(
     group: Mapping[str, Any], index: int, decoupled_weight_decay: bool | None = None
-) -> AdamHyperparams:
-    """The hyperparameters of one ``torch.optim.Adam``/``AdamW`` param group.
+) -> AdamSpec:
+    """The ``adam_jax.AdamSpec`` of one ``torch.optim.Adam``/``AdamW``/``NAdam`` param group.
 
     Args:
       group: an entry of ``state_dict()["param_groups"]``.
       index: its position, for errors.
-      decoupled_weight_decay: True for AdamW; None reads the group's
+      decoupled_weight_decay: True for AdamW (or NAdamW); None reads the group's
         ``decoupled_weight_decay`` (torch >= 2.6 writes it; AdamW is Adam with it).
+
+    Returns:
+      The spec in convention ``"pytorch"``; NAdam's has ``nesterov=True`` and
+      torch's ``momentum_decay``.
     """
-    unknown = set(group) - ADAM_GROUP_KEYS - IGNORED_GROUP_KEYS
+    nadam = "momentum_decay" in group
+    known = NADAM_GROUP_KEYS if nadam else ADAM_GROUP_KEYS
+    unknown = set(group) - known - IGNORED_GROUP_KEYS
     if unknown:
         raise ValueError(
-            f"param group {index} has keys {sorted(unknown)} that torch.optim.Adam/AdamW "
-            "does not have (a different optimizer, such as NAdam?)."
+            f"param group {index} has keys {sorted(unknown)} that torch.optim."
+            f"{'NAdam' if nadam else 'Adam/AdamW'} does not have: another optimizer?"
         )
-    for key in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"):
+    for key in sorted(known - {"decoupled_weight_decay"}):
         if key not in group:
             raise ValueError(f"param group {index} has no '{key}'.")
     decoupled = group.get("decoupled_weight_decay", decoupled_weight_decay)
     if decoupled is None:
         raise ValueError(
-            f"param group {index} does not say whether it is Adam or AdamW (no "
+            f"param group {index} does not say whether its weight decay is decoupled (no "
             "'decoupled_weight_decay', torch < 2.6): pass decoupled_weight_decay=."
         )
     if decoupled_weight_decay is not None and bool(decoupled) != decoupled_weight_decay:
@@ -149,42 +164,88 @@ def hyperparams_from_torch(
             f"decoupled_weight_decay={decoupled_weight_decay} was passed."
         )
     b1, b2 = (float(b) for b in group["betas"])
-    return AdamHyperparams(
+    kwargs = {"nesterov": True, "momentum_decay": float(group["momentum_decay"])} if nadam else {}
+    return AdamSpec(
         learning_rate=float(group["lr"]),
         b1=b1,
         b2=b2,
         eps=float(group["eps"]),
         weight_decay=float(group["weight_decay"]),
         decoupled_weight_decay=bool(decoupled),
-        amsgrad=bool(group["amsgrad"]),
+        amsgrad=bool(group.get("amsgrad", False)),
         maximize=bool(group["maximize"]),
         convention="pytorch",
+        **kwargs,
     )
 
 
-def hyperparams_to_torch(hp: AdamHyperparams) -> dict:
-    """The ``torch.optim.Adam``/``AdamW`` param group keys (without ``params``) of ``hp``.
+def spec_to_torch(spec: AdamSpec) -> dict:
+    """The ``torch.optim.Adam``/``AdamW``/``NAdam`` param group keys (without ``params``).
+
+    Args:
+      spec: an ``adam_jax.AdamSpec`` (``optimizer.spec`` of an adam_jax optimizer).
+
+    Returns:
+      The group's hyperparameters as torch writes them; NAdam's when
+      ``spec.nesterov``.
 
     Raises:
-      ValueError: when torch's Adam would be a different optimizer (``eps_root``,
-        or a convention whose step or AMSGrad maximum differs; the message says why).
+      ValueError: when torch would run a different optimizer: a schedule, a
+        mask, ``eps_root``, optax's NAdam (no momentum schedule), or a convention
+        whose step or AMSGrad maximum differs (the message says why).
     """
-    _groups.check_same_optimizer(hp.convention, "pytorch", hp.amsgrad, "to torch.optim.Adam")
-    if hp.eps_root != 0:
-        raise ValueError(f"torch.optim.Adam has no eps_root, got eps_root={hp.eps_root}.")
+    where = "to torch.optim"
+    _check_plain(spec, "torch.optim")
+    if spec.nesterov:
+        psi = spec.nadam_momentum_decay
+        if psi is None:
+            raise ValueError(
+                "optax's Nesterov Adam keeps mu_t = b1, torch.optim.NAdam always has the "
+                "schedule mu_t = b1 (1 - 0.96^(t psi) / 2): no momentum_decay reproduces it."
+            )
+        return {
+            "lr": float(spec.learning_rate),
+            "betas": (float(spec.b1), float(spec.b2)),
+            "eps": float(spec.eps),
+            "weight_decay": float(spec.weight_decay),
+            "momentum_decay": float(psi),
+            "decoupled_weight_decay": spec.decoupled_weight_decay,
+            "maximize": spec.maximize,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+        }
+    _groups.check_same_optimizer(spec.convention, "pytorch", spec.amsgrad, where)
     return {
-        "lr": hp.learning_rate,
-        "betas": (hp.b1, hp.b2),
-        "eps": hp.eps,
-        "weight_decay": hp.weight_decay,
-        "amsgrad": hp.amsgrad,
-        "maximize": hp.maximize,
+        "lr": float(spec.learning_rate),
+        "betas": (float(spec.b1), float(spec.b2)),
+        "eps": float(spec.eps),
+        "weight_decay": float(spec.weight_decay),
+        "amsgrad": spec.amsgrad,
+        "maximize": spec.maximize,
         "foreach": None,
         "capturable": False,
         "differentiable": False,
         "fused": None,
-        "decoupled_weight_decay": hp.decoupled_weight_decay,
+        "decoupled_weight_decay": spec.decoupled_weight_decay,
     }
+
+
+def _check_plain(spec: AdamSpec, framework: str) -> None:
+    """Raises for what ``framework``'s optimizer state cannot hold: schedules, masks, eps_root."""
+    for name in ("learning_rate", "weight_decay"):
+        if callable(getattr(spec, name)):
+            raise ValueError(
+                f"{name} is a schedule; {framework} keeps schedules outside the optimizer's "
+                "state: pass a spec with the current value, and rebuild the schedule there."
+            )
+    if spec.mask is not None:
+        raise ValueError(
+            f"the spec has a weight-decay mask; {framework} has param groups instead: put the "
+            "masked params in a ParamGroup with weight_decay=0."
+        )
+    if spec.eps_root != 0:
+        raise ValueError(f"{framework} has no eps_root, got eps_root={spec.eps_root}.")
 
 
 def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]]:
@@ -214,12 +275,13 @@ def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]
     return out
 
 
-def _group_moments(index, group, torch_names, state, names, hp) -> _tree.Moments:
+def _group_moments(index, group, torch_names, state, names, spec) -> _tree.Moments:
     """The ``Moments`` of one torch param group, checked."""
-    fields = ("mu", "nu", "nu_max") if hp.amsgrad else ("mu", "nu")
+    fields = ("mu", "nu", "nu_max") if spec.amsgrad else ("mu", "nu")
+    scalars = ("step", "mu_product") if spec.nesterov else ("step",)
     present = [(i, n) for i, n in zip(group["params"], torch_names, strict=True) if i in state]
     if not present:  # torch creates a parameter's state at its first step
-        return _tree.Moments(0, {}, {}, {} if hp.amsgrad else None)
+        return _tree.Moments(0, {}, {}, {} if spec.amsgrad else None)
     if len(present) != len(torch_names):
         missing = next(
             n for i, n in zip(group["params"], torch_names, strict=True) if i not in state
@@ -230,30 +292,34 @@ def _group_moments(index, group, torch_names, state, names, hp) -> _tree.Moments
             "where one optax step count per group cannot follow. Give it its own param group."
         )
     moments = {f: {} for f in fields}
-    count = None
+    first = {}  # scalar -> (its value, the first param's name)
     for i, name in present:
         entry = state[i]
-        expected = {"step", *(STATE_FIELDS[f] for f in fields)}
+        expected = {*scalars, *(STATE_FIELDS[f] for f in fields)}
         if set(entry) != expected:
             raise ValueError(
-                f"the optimizer state of '{name}' (param group {index}, amsgrad={hp.amsgrad}) "
-                f"has keys {sorted(entry)}, expected {sorted(expected)}."
+                f"the optimizer state of '{name}' (param group {index}, amsgrad={spec.amsgrad}, "
+                f"nesterov={spec.nesterov}) has keys {sorted(entry)}, expected {sorted(expected)}."
             )
         step = float(entry["step"])
         if step != int(step) or step < 0:
             raise ValueError(f"the step of '{name}' is {step}, not a whole number >= 0.")
-        if count is None:
-            count, first = int(step), name
-        elif int(step) != count:
-            raise ValueError(
-                f"'{name}' is at step {int(step)} but '{first}' at step {count}, in param "
-                f"group {index}: one optax step count per group cannot hold both."
-            )
+        for key in scalars:
+            value = _numpy(entry[key], f"{key} of '{name}'")
+            if key not in first:
+                first[key] = value, name
+            elif value != first[key][0]:
+                raise ValueError(
+                    f"'{name}' has {key} {value} but '{first[key][1]}' {first[key][0]}, in "
+                    f"param group {index}: one optax state per group holds one {key}."
+                )
         leaf = names[name]
         for f in fields:
             what = f"{STATE_FIELDS[f]} of '{name}'"
             moments[f][leaf.path] = leaf.to_jax_layout(_numpy(entry[STATE_FIELDS[f]], what), what)
-    return _tree.Moments(count, moments["mu"], moments["nu"], moments.get("nu_max"))
+    mu_product = first["mu_product"][0] if spec.nesterov else None
+    count = int(first["step"][0])
+    return _tree.Moments(count, moments["mu"], moments["nu"], moments.get("nu_max"), mu_product)
 
 
 def from_torch(
@@ -328,9 +394,9 @@ def from_torch(
                 raise ValueError(
                     f"param group {index} holds '{name}', which name_map does not map."
                 )
-        hp = hyperparams_from_torch(group, index, decoupled_weight_decay)
-        groups.append(ParamGroup(hp, tuple(names[n].path for n in torch_names)))
-        moments.append(_group_moments(index, group, torch_names, state, names, hp))
+        spec = spec_from_torch(group, index, decoupled_weight_decay)
+        groups.append(ParamGroup(spec, tuple(names[n].path for n in torch_names)))
+        moments.append(_group_moments(index, group, torch_names, state, names, spec))
     optimizer = _groups.build_optimizer(groups, params)
     template = optimizer.init(params)
     find = _tree.match_groups((frozenset(g.paths) for g in groups), "torch param group")
@@ -343,7 +409,7 @@ def from_torch(
         return moments[i]
 
     def describe(field, path):
-        return f"{STATE_FIELDS[field]} of '{by_path[path]}'"
+        return f"{STATE_FIELDS[field]} of '{by_path[path]}'" if path else STATE_FIELDS[field]
 
     opt_state = _tree.write_moments(template, (ScaleByAdamState,), source_for, describe)
     return Converted(params, optimizer, opt_state, groups)
@@ -355,7 +421,8 @@ def _fresh(template, paths, moments: _tree.Moments) -> _tree.Moments:
         if frozenset(_tree.leaves_by_path(state.mu)) == paths:
             read = lambda t: {p: np.asarray(x) for p, x in _tree.leaves_by_path(t).items()}  # noqa: E731
             nu_max = None if state.nu_max is None else read(state.nu_max)
-            return _tree.Moments(0, read(state.mu), read(state.nu), nu_max)
+            mu_product = None if state.mu_product is None else np.asarray(state.mu_product)
+            return _tree.Moments(0, read(state.mu), read(state.nu), nu_max, mu_product)
     raise AssertionError("unreachable: source_for matched these paths")  # pragma: no cover
 
 
@@ -383,9 +450,9 @@ def to_torch(
         not match the groups.
 
     Examples:
-      >>> import jax.numpy as jnp, torch, adam_jax.interop as interop
-      >>> hp = interop.AdamHyperparams(learning_rate=0.1)
-      >>> groups = [interop.ParamGroup(hp, (("w",),))]
+      >>> import jax.numpy as jnp, torch, adam_jax, adam_jax.interop as interop
+      >>> spec = adam_jax.AdamSpec(learning_rate=0.1)
+      >>> groups = [interop.ParamGroup(spec, (("w",),))]
       >>> params = {"w": jnp.ones(2)}
       >>> opt = interop.build_optimizer(groups, params)
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
@@ -413,8 +480,8 @@ def to_torch(
         if i not in moments_of:
             raise ValueError(f"param group {i} has no adam_jax state in opt_state.")
         m = moments_of[i]
-        torch_group = hyperparams_to_torch(group.hyperparams)
-        if (m.nu_max is not None) != group.hyperparams.amsgrad:
+        torch_group = spec_to_torch(group.spec)
+        if (m.nu_max is not None) != group.spec.amsgrad:
             raise ValueError(f"param group {i}: amsgrad does not match the state.")
         indices, group_names = [], []
         for path in group.paths:
@@ -423,7 +490,10 @@ def to_torch(
             name = by_path[path]
             leaf = names[name]
             if m.count > 0:  # torch keeps no state before a parameter's first step
-                entry = {"step": torch.tensor(float(m.count), dtype=torch.get_default_dtype())}
+                scalar = torch.get_default_dtype()  # torch's dtype for step and mu_product
+                entry = {"step": torch.tensor(float(m.count), dtype=scalar)}
+                if m.mu_product is not None:
+                    entry["mu_product"] = torch.tensor(float(m.mu_product), dtype=scalar)
                 for f in ("mu", "nu", "nu_max"):
                     arrays = getattr(m, f)
                     if arrays is not None:
@@ -511,8 +581,8 @@ def save_checkpoint(
 
 __all__ = [
     "from_torch",
-    "hyperparams_from_torch",
-    "hyperparams_to_torch",
+    "spec_from_torch",
+    "spec_to_torch",
     "load_checkpoint",
     "params_from_torch",
     "params_to_torch",

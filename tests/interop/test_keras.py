@@ -120,7 +120,7 @@ def test_keras_into_pytorch_is_refused(float64):
     variables = _variables()
     run = interop.keras.from_keras(_optimizer("adam", variables), variables, NAME_MAP)
     with pytest.raises(ValueError, match="convention 'keras'.*different optimizer"):
-        interop.torch.hyperparams_to_torch(run.groups[0].hyperparams)
+        interop.torch.spec_to_torch(run.groups[0].spec)
 
 
 def test_unsupported_options_are_named(float64):
