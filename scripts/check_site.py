@@ -348,16 +348,17 @@ def check(site: Path, pages: list[Path], shots: Path, chromium: str) -> dict[str
                 if width == max(WIDTHS):  # fine on a phone; on a desktop worth knowing
                     for box in seen["scrolling"]:
                         print(f"    scrolls sideways: {box}")
+            # The links are the same at every width: those of the last one are checked.
             link_found, page_anchors = link_problems(seen["links"], site, origin)
             found += link_found
-            anchors += page_anchors
+            anchors += [(name, *anchor) for anchor in page_anchors]
             ids[page] = set(seen["ids"])
     finally:
         browser.close()
         server.shutdown()
-    for target, fragment, link in anchors:
+    for name, target, fragment, link in anchors:
         if target in ids and fragment not in ids[target]:
-            problems[target.relative_to(site).as_posix()].append(f"broken anchor: {link}")
+            problems[name].append(f"broken anchor: {link}")
     return problems
 
 
@@ -376,6 +377,7 @@ PLANTED = {
     "console_error.html": ("<script>console.error('planted')</script>", "console.error"),
     "exception.html": ("<script>null.planted()</script>", "uncaught exception"),
     "broken_link.html": ("<a href='missing.html'>gone</a>", "broken link"),
+    "broken_anchor.html": ("<a href='#nowhere'>gone</a>", "broken anchor"),
     "broken_image.html": ("<img src='missing.png' alt='gone'>", "broken image"),
     "wide.html": ("<div style='width: 900px'>wide</div>", "wider than the viewport"),
 }

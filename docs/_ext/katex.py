@@ -60,28 +60,23 @@ def render(formulas: list[tuple[str, bool]]) -> list[str]:
 
 def on_page_content(html_text, page, **kwargs):
     """Replaces each arithmatex formula of the page by KaTeX's rendering of it."""
-    matches = list(_FORMULA.finditer(html_text))
-    formulas = [
-        (
-            html.unescape(
-                m.group("inline") if m.group("inline") is not None else m.group("display")
-            ),
-            m.group("display") is not None,
-        )
-        for m in matches
-    ]
+    formulas = [_formula(m) for m in _FORMULA.finditer(html_text)]
     try:
         rendered = iter(render(formulas))
     except PluginError as error:
         raise PluginError(f"{page.file.src_uri}: {error}") from None
-    return _FORMULA.sub(
-        lambda m: (
-            f'<div class="arithmatex">{next(rendered)}</div>'
-            if m.group("display") is not None
-            else f'<span class="arithmatex">{next(rendered)}</span>'
-        ),
-        html_text,
-    )
+
+    def rendering(match: re.Match) -> str:
+        tag = "div" if _formula(match)[1] else "span"
+        return f'<{tag} class="arithmatex">{next(rendered)}</{tag}>'
+
+    return _FORMULA.sub(rendering, html_text)
+
+
+def _formula(match: re.Match) -> tuple[str, bool]:
+    """``(tex, display_mode)`` of an arithmatex formula, its HTML entities decoded."""
+    display = match.group("display") is not None
+    return html.unescape(match.group("display" if display else "inline")), display
 
 
 def on_files(files, config, **kwargs):
