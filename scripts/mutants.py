@@ -444,14 +444,11 @@ MUTANTS = [
         "fused_adam ignores maximize",
     ),
     m(
-        "fused-fma-lr-flipped",
+        "fused-eps-root-not-passed",
         "_fused.py",
-        ("fma_lr=not constant_lr,", "fma_lr=constant_lr,"),
-        [
-            f"{FUSED}[pytorch-False-none-False-constant]",
-            f"{FUSED}[pytorch-False-none-False-schedule]",
-        ],
-        "the learning rate's rounding (fused or not) chosen the wrong way round",
+        ("                c(eps_root),\n", "                c(0.0),\n"),
+        [f"{KILLS}::test_fused_eps_root"],
+        "the kernel is given eps_root = 0",
     ),
 ]
 
@@ -566,23 +563,16 @@ KERNEL_MUTANTS = [
     m(
         "k-decoupled-decay-dropped",
         _K,
-        ("MulAdd<kFma>(neg_lr, MulAdd<kFma>(wdd, pi, step), pi)", "MulAdd<kFma>(neg_lr, step, pi)"),
+        ("kDecoupled ? MulAdd<kFma>(wdd, pi, step) : step", "step"),
         [f"{FUSED}[pytorch-False-decoupled-False-constant]"],
         "decoupled weight decay not applied",
     ),
     m(
-        "k-traced-lr-rounded-twice",
+        "k-lr-rounded-twice",
         _K,
-        ("      p[i] = MulAdd<kFma>(neg_lr, step, pi);\n", "      p[i] = pi + step * neg_lr;\n"),
-        [f"{FUSED}[pytorch-False-none-False-schedule]"],
-        "a traced learning rate rounded apart from the add",
-    ),
-    m(
-        "k-constant-lr-fused",
-        _K,
-        ("      p[i] = pi + step * neg_lr;\n", "      p[i] = MulAdd<kFma>(neg_lr, step, pi);\n"),
+        ("p[i] = MulAdd<kFma>(neg_lr, update, pi);", "p[i] = pi + update * neg_lr;"),
         [_KF],
-        "a constant learning rate fused with the add",
+        "the learning rate's multiply rounded apart from the add, where XLA fuses them",
     ),
     m(
         "k-chunk-short",
