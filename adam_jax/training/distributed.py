@@ -71,9 +71,10 @@ def make_mesh(
     if num_devices is None:
         num_devices = len(devices)
     if not isinstance(num_devices, int) or not 1 <= num_devices <= len(devices):
+        which = "local devices" if local else "devices"
         raise ValueError(
-            f"num_devices must be an int in [1, {len(devices)}] (the {'local' if local else ''}"
-            f" devices available), got {num_devices!r}"
+            f"num_devices must be an int in [1, {len(devices)}] (the {which} available), "
+            f"got {num_devices!r}"
         )
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,), axis_types=(axis_type,))
 
@@ -248,12 +249,13 @@ def initialize(
     On CPU, cross-process collectives go through gloo
     (``jax_cpu_collectives_implementation``, the default of jax 0.10).
 
-    A process that dies closes its connections, and JAX's coordination
-    service terminates every other process within about a second; a process
-    that stops answering (hung machine, network partition) is declared dead
-    after ``heartbeat_timeout_s``. A process alive but stuck in Python is not
-    detected: its peers wait in the next collective, which is what
-    :class:`Watchdog` bounds.
+    A process that dies, or stops answering (hung machine, network
+    partition), sends no more heartbeats: after ``heartbeat_timeout_s`` JAX's
+    coordination service declares it dead and terminates every other process
+    (SIGABRT). If it was process 0, which hosts the service, the others notice
+    the lost connection at once. A process alive but stuck in Python keeps
+    sending heartbeats from a C++ thread and is not detected: its peers wait
+    in the next collective, which is what :class:`Watchdog` bounds.
 
     Args:
       coordinator_address: ``host:port`` of process 0, which runs the service.
