@@ -23,6 +23,7 @@ CASES = {
         {"learning_rate": 1e-2, "weight_decay": 0.1, "amsgrad": True},
         ["bias"],
     ),
+    "nadam": ("Nadam", {"learning_rate": 1e-2, "weight_decay": 0.05}, ["bias"]),
 }
 
 
@@ -139,3 +140,13 @@ def test_unmapped_variable_is_named(float64):
             variables,
             {k: v for k, v in NAME_MAP.items() if k != "out_bias"},
         )
+
+
+def test_pytorch_nadam_into_keras_is_refused(float64):
+    variables = _variables()
+    run = interop.keras.from_keras(_optimizer("nadam", variables), variables, NAME_MAP)
+    torch_like = [
+        interop.ParamGroup(g.spec.replace(convention="pytorch"), g.paths) for g in run.groups
+    ]
+    with pytest.raises(ValueError, match="Keras' Nadam has the momentum schedule psi=1"):
+        interop.keras.to_keras(run.params, run.opt_state, torch_like, variables, NAME_MAP)
