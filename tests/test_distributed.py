@@ -66,6 +66,42 @@ def one_process(tmp_path_factory):
     return train(tmp_path_factory.mktemp("one"), *[f"--run={r}" for r in runs])
 
 
+@pytest.mark.parametrize(
+    ("shape", "n", "spec"),
+    [
+        ((1000, 100), 8, ("data",)),  # the largest axis N divides
+        ((100, 1000), 8, (None, "data")),
+        ((100, 10), 8, ()),  # no axis divisible: whole
+        ((64, 64), 4, ("data",)),  # a tie goes to the first axis
+        ((), 8, ()),  # the step count
+        ((12, 7), 1, ()),  # one device: nothing to split
+    ],
+)
+def test_fsdp_spec(shape, n, spec):
+    from jax.sharding import PartitionSpec
+
+    from adam_jax.training import distributed
+
+    assert distributed.fsdp_spec(shape, n) == PartitionSpec(*spec)
+
+
+def test_bad_arguments_are_named():
+    from adam_jax.training import distributed
+
+    with pytest.raises(ValueError, match=r"num_devices must be an int in \[1, "):
+        distributed.make_mesh(0)
+    with pytest.raises(ValueError, match=r"process_id must be an int in \[0, 2\), got 2"):
+        distributed.initialize("127.0.0.1:1", 2, 2)
+    with pytest.raises(ValueError, match="num_processes must be an int >= 1, got 0"):
+        distributed.initialize("127.0.0.1:1", 0, 0)
+    with pytest.raises(ValueError, match="heartbeat_timeout_s must be an int >= 1"):
+        distributed.initialize("127.0.0.1:1", 1, 0, heartbeat_timeout_s=0)
+    with pytest.raises(ValueError, match="timeout_s must be a finite number > 0, got 0"):
+        distributed.Watchdog(0)
+    with pytest.raises(ValueError, match=r"exit_code must be an int in \[1, 255\], got 0"):
+        distributed.Watchdog(1.0, exit_code=0)
+
+
 def test_import_does_not_start_the_backend():
     """``jax.distributed.initialize`` must come before the backend starts: importing
     adam_jax and its training helpers may not start it."""
