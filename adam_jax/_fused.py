@@ -10,6 +10,7 @@ the default: ``fused_adam`` is the same optimizer, with the same state, bit for 
 """
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -35,10 +36,9 @@ _TARGET = "adam_jax_step"
 def _kernel_module():
     """The extension module built at install time, or None where it was not built."""
     try:
-        from adam_jax import _adam_step
+        return importlib.import_module("adam_jax._adam_step")
     except ImportError:
         return None
-    return _adam_step
 
 
 @functools.cache
