@@ -27,6 +27,7 @@ import pathlib
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -767,6 +768,8 @@ def main(argv=None) -> int:
         "--table", action="store_true", help="print the table of the --json file and exit"
     )
     args = parser.parse_args(argv)
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the temporary copy is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.table:
         _print_table(json.loads(args.json.read_text())["rows"])
         return 0
