@@ -4,6 +4,8 @@ import functools
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -237,3 +239,23 @@ def test_importing_interop_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_conv_layout_gives_the_same_convolution():
+    """``interop.conv``: torch's (out, in, kh, kw) weight as an (kh, kw, in, out) kernel."""
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(3, 4, kernel_size=(2, 3), bias=False)
+    x = torch.randn(2, 3, 5, 6)
+    params = interop.torch.params_from_torch(layer.state_dict(), {"weight": interop.conv("k")})
+    ours = jax.lax.conv_general_dilated(
+        jnp.asarray(x.numpy()).transpose(0, 2, 3, 1),
+        params["k"],
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+    np.testing.assert_allclose(
+        np.asarray(ours).transpose(0, 3, 1, 2), layer(x).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
+    back = interop.torch.params_to_torch(params, {"weight": interop.conv("k")})
+    assert torch.equal(back["weight"], layer.weight)
