@@ -1,9 +1,10 @@
 """Measure adam_jax against the real PyTorch, optax and Keras; write docs/parity.md's tables.
 
 Runs every comparison of ``tests/parity`` (each convention against its
-framework, parameters compared after every step, in float64 and float32) and
-the seed's program (``scripts/seed_pytorch.py``, then ``scripts/train.py
---init-from`` its weights and data, and the real ``optax.amsgrad``), then:
+framework, parameters compared after every step, in float64 and float32; the
+harness is ``adam_jax.training.parity``) and the seed's program (PyTorch's,
+then ``scripts/train.py --init-from`` its weights and data, and the real
+``optax.amsgrad``), then:
 
 - prints the tables and replaces them in ``docs/parity.md``, between the
   ``<!-- parity-table:start/end -->`` and ``<!-- seed-table:start/end -->`` markers;
@@ -30,10 +31,9 @@ from importlib import metadata
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
 
-from tests.parity import _harness as h  # noqa: E402
+from adam_jax.training import parity as h  # noqa: E402
 
 DTYPES = ("float64", "float32")
 STEP_100 = 99  # index of the 100th loss

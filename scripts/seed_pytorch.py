@@ -13,52 +13,16 @@ in the seed, then cast, so both dtypes train the same problem.
 The ``.npz`` holds ``x`` (64, 1000), ``y`` (64, 10), the initial ``w1``
 (100, 1000), ``b1`` (100,), ``w2`` (10, 100), ``b2`` (10,) in
 ``torch.nn.Linear``'s (out, in) layout, and ``losses`` (steps,), the loss
-before each step, all in ``--dtype``.
+before each step, all in ``--dtype``. The program itself is
+``adam_jax.training.parity.seed_pytorch``, which the parity tests run too.
 """
 
 import argparse
 import sys
 
 import numpy as np
-import torch
 
-N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10  # batch, input, hidden, output sizes
-
-
-def run(seed: int = 0, steps: int = 500, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """Runs the seed's program; returns its initial weights, data and losses.
-
-    Args:
-      seed: ``torch.manual_seed`` of the data and the weights.
-      steps: optimizer steps (the seed: 500).
-      dtype: ``"float32"`` (the seed's) or ``"float64"``.
-
-    Returns:
-      The arrays saved by ``main``, NumPy in ``dtype``.
-    """
-    torch.manual_seed(seed)
-    x = torch.randn(N, D_IN)
-    y = torch.randn(N, D_OUT)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(D_IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, D_OUT)
-    )
-    tdtype = getattr(torch, dtype)
-    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)
-    saved = {"x": x, "y": y, "w1": model[0].weight, "b1": model[0].bias}
-    saved |= {"w2": model[2].weight, "b2": model[2].bias}
-    saved = {k: v.detach().numpy().copy() for k, v in saved.items()}
-
-    loss_fn = torch.nn.MSELoss(reduction="sum")
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, amsgrad=True, eps=1e-8)
-    losses = []
-    for _ in range(steps):
-        loss = loss_fn(model(x), y)
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    saved["losses"] = np.asarray(losses, dtype)
-    return saved
+from adam_jax.training.parity import seed_pytorch
 
 
 def main(argv=None) -> int:
@@ -73,7 +37,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.steps <= 0:
         p.error(f"--steps must be a positive integer, got {args.steps}")
-    saved = run(args.seed, args.steps, args.dtype)
+    saved = seed_pytorch(args.seed, args.steps, args.dtype)
     if not args.quiet:
         for t, loss in enumerate(saved["losses"]):
             print(t, float(loss))

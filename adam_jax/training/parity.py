@@ -1,6 +1,7 @@
 """Runs adam_jax and the real PyTorch, optax and Keras optimizers side by side.
 
-Shared by the tests in ``tests/parity/`` and by ``scripts/parity_report.py``.
+Shared by the tests in ``tests/parity/`` and by ``scripts/parity_report.py``
+(which must not import from ``tests/``, hence its place in this package).
 
 The problem: four parameter arrays (a scalar, a vector, a matrix and a 3-D
 array) and, at step :math:`t`, the gradient
@@ -26,7 +27,6 @@ module imports without them.
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import inspect
 import json
 import os
@@ -41,7 +41,6 @@ import optax
 
 import adam_jax
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (5, 3), "tensor": (2, 3, 4)}
 SCALES = {"scalar": 1.0, "vector": 1e-2, "matrix": 1e2, "tensor": 0.3}
 LR, B1, B2, EPS = 1e-2, 0.9, 0.999, 1e-8
@@ -621,13 +620,52 @@ SEED_CURVES = {
 }
 
 
-@functools.cache
-def load_script(name: str):
-    """Imports ``scripts/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def seed_pytorch(seed: int = 0, steps: int = SEED_STEPS, dtype: str = "float32") -> dict:
+    """Runs the seed's PyTorch program; returns its initial weights, data and losses.
+
+    The seed trains a 1000 -> 100 -> ReLU -> 10 MLP on 64 random inputs and
+    targets with ``MSELoss(reduction="sum")`` and ``torch.optim.Adam(lr=1e-4,
+    amsgrad=True, eps=1e-8)``, printing the loss before each step. The weights
+    and data are drawn in float32 as in the seed, then cast, so both dtypes
+    train the same problem.
+
+    Args:
+      seed: ``torch.manual_seed`` of the data and the weights.
+      steps: optimizer steps (the seed: 500).
+      dtype: ``"float32"`` (the seed's) or ``"float64"``.
+
+    Returns:
+      NumPy arrays in ``dtype``: ``x`` (64, 1000), ``y`` (64, 10), the initial
+      ``w1`` (100, 1000), ``b1`` (100,), ``w2`` (10, 100), ``b2`` (10,) in
+      ``torch.nn.Linear``'s (out, in) layout (the layout of ``train.py
+      --init-from``), and ``losses`` (steps,), the loss before each step.
+    """
+    import torch
+
+    n, (d_in, hidden, d_out) = 64, (1000, 100, 10)
+    torch.manual_seed(seed)
+    x = torch.randn(n, d_in)
+    y = torch.randn(n, d_out)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_out)
+    )
+    tdtype = getattr(torch, dtype)
+    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)
+    saved = {"x": x, "y": y, "w1": model[0].weight, "b1": model[0].bias}
+    saved |= {"w2": model[2].weight, "b2": model[2].bias}
+    saved = {k: v.detach().numpy().copy() for k, v in saved.items()}
+
+    loss_fn = torch.nn.MSELoss(reduction="sum")
+    optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR, amsgrad=True, eps=SEED_EPS)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(model(x), y)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    saved["losses"] = np.asarray(losses, dtype)
+    return saved
 
 
 def train_py_losses(npz: os.PathLike, out_dir: os.PathLike, *flags: str) -> np.ndarray:
@@ -636,10 +674,11 @@ def train_py_losses(npz: os.PathLike, out_dir: os.PathLike, *flags: str) -> np.n
     ``out_dir`` must not exist yet. ``jax_enable_x64`` (global to the process,
     and needed by float64 files) is restored afterwards.
     """
-    train = load_script("train")
+    from adam_jax.training import cli
+
     x64 = jax.config.jax_enable_x64
     try:
-        rc = train.main(["--init-from", str(npz), "--out", str(out_dir), "--quiet", *flags])
+        rc = cli.main(["--init-from", str(npz), "--out", str(out_dir), "--quiet", *flags])
     finally:
         jax.config.update("jax_enable_x64", x64)
     if rc:
@@ -678,9 +717,9 @@ def seed_losses(npz: os.PathLike, tx: optax.GradientTransformation, steps: int) 
 
 
 def write_seed_npz(path: os.PathLike, dtype: str) -> None:
-    """Runs ``scripts/seed_pytorch.py`` (seed 0) and saves its ``.npz`` to ``path``."""
+    """Runs the seed's PyTorch program (seed 0) and saves its ``.npz`` to ``path``."""
     with torch_threads(1):
-        load_script("seed_pytorch").main(["--out", str(path), "--dtype", dtype, "--quiet"])
+        np.savez(path, **seed_pytorch(dtype=dtype))
 
 
 def seed_curves(npz: os.PathLike, workdir: os.PathLike) -> dict[str, np.ndarray]:

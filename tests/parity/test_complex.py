@@ -22,8 +22,7 @@ import optax
 import pytest
 
 import adam_jax
-
-from . import _harness as h
+from adam_jax.training import parity as h
 
 torch = pytest.importorskip(
     "torch", reason="the complex parity tests need torch: pip install -e '.[test]'"

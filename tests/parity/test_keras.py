@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from . import _harness as h
+from adam_jax.training import parity as h
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 keras = pytest.importorskip(

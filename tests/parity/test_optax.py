@@ -5,7 +5,7 @@ import inspect
 import optax
 import pytest
 
-from . import _harness as h
+from adam_jax.training import parity as h
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
