@@ -4,10 +4,10 @@ A task lives in one module of this package that defines ``TASK``, a
 :class:`~adam_jax.training.tasks.base.Task`; registering it is one line below.
 """
 
-from adam_jax.training.tasks import digits, seed
+from adam_jax.training.tasks import digits, lm, seed
 from adam_jax.training.tasks.base import ConfigError, Problem, Task
 
-TASKS: dict[str, Task] = {task.name: task for task in (seed.TASK, digits.TASK)}
+TASKS: dict[str, Task] = {task.name: task for task in (seed.TASK, digits.TASK, lm.TASK)}
 
 
 def get_task(name: str) -> Task:
