@@ -2,6 +2,7 @@
 
 import argparse
 import ast
+import json
 import pathlib
 
 import jax
@@ -141,3 +142,45 @@ def test_scripts_share_the_registry_and_import_no_tests_or_scripts():
     for name in ("train", "eps_sweep", "bench_train"):
         text = (ROOT / "scripts" / f"{name}.py").read_text()
         assert "adam_jax.training" in text, name
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eps_sweep_trains_what_train_py_trains(tmp_path):
+    """The sweep's digits run for (adam, lr 1e-3, eps 1e-8, seed 1) is train.py's, step by step."""
+    from adam_jax.training import cli
+
+    out = tmp_path / "run"
+    argv = ["--task", "digits", "--seed", "1", "--steps", "20", "--log-every", "10", "--quiet"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    with open(out / "metrics.jsonl") as f:
+        trained = [json.loads(line)["loss"] for line in f]
+    sweep = _load_script("eps_sweep")
+    problem, stacked = sweep.problems("digits", seeds=2)
+    run = jax.jit(sweep.make_run(problem, "adam", steps=20))
+    one = jax.tree.map(lambda x: x[1], stacked)
+    result = run(
+        jnp.float32(1e-3),
+        jnp.float32(1e-8),
+        one["params"],
+        one["train"],
+        one["test"],
+        one["data_key"],
+    )
+    np.testing.assert_allclose(np.asarray(result["loss"]), trained, rtol=1e-5)
+
+
+def test_bench_train_uses_train_pys_seed_data():
+    bench = _load_script("bench_train")
+    arrays = bench.seed_arrays()
+    expected = seed.torch_layout(seed.make_problem(config(), DTYPES))
+    assert arrays.keys() == expected.keys()
+    for k in arrays:
+        np.testing.assert_array_equal(arrays[k], expected[k])
