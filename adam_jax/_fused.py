@@ -293,7 +293,11 @@ class _Options(NamedTuple):
 
 
 # optax exports no name for the state of a weight-decay schedule: take its type.
-_WeightDecaySchedule = type(optax.add_decayed_weights(lambda count: 0.0).init(None))
+# Under eval_shape, so that importing adam_jax starts no XLA backend (jax.distributed.initialize
+# must run before any computation).
+_WeightDecaySchedule = type(
+    jax.eval_shape(lambda: optax.add_decayed_weights(lambda count: 0.0).init(None))
+)
 _COUNTED = (ScaleByAdamState, optax.ScaleByScheduleState, _WeightDecaySchedule)
 
 
@@ -436,7 +440,19 @@ def _partitioned_step(options: _Options, ranks: tuple[int, ...]):
             need_replication_factors=("scalar",),
         ),
     )
-    return step
+
+    # custom_partitioning has no batching rule: under jax.vmap, one kernel call per element.
+    @jax.custom_batching.custom_vmap
+    def batchable(scalars, *arrays):
+        return step(scalars, *arrays)
+
+    @batchable.def_vmap
+    def _(axis_size, in_batched, scalars, *arrays):
+        in_axes = [0 if batched else None for batched in in_batched]
+        out = jax.vmap(lower, in_axes=in_axes, axis_size=axis_size)(scalars, *arrays)
+        return out, (True,) * len(out)
+
+    return batchable
 
 
 def _named(mesh, sharding, ndim):

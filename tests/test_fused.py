@@ -309,3 +309,13 @@ def test_other_platforms_raise(monkeypatch):
     state = fused.init(params)
     with pytest.raises(RuntimeError, match=r"CPU only, got arrays on \['gpu'\]; use adam_jax.adam"):
         jax.jit(fused.step)(params, params, state)
+
+
+def test_vmap_steps_each_element():
+    """``jax.vmap`` over a batch of independent optimizers (one kernel call per element)."""
+    params = jnp.asarray(np.random.default_rng(5).standard_normal((3, 70)), jnp.float32)
+    grads = jnp.asarray(np.random.default_rng(6).standard_normal((3, 70)), jnp.float32)
+    tx, fused = adam_jax.adam(SCHEDULE, amsgrad=True), adam_jax.fused_adam(SCHEDULE, amsgrad=True)
+    ref = jax.jit(jax.vmap(_reference_step(tx)))(params, grads, jax.vmap(tx.init)(params))
+    out = jax.jit(jax.vmap(fused.step))(params, grads, jax.vmap(fused.init)(params))
+    _assert_bitwise(out, ref)
