@@ -1,9 +1,10 @@
-"""PyTorch: ``nn.Module`` and ``torch.optim.Adam``/``AdamW`` state dicts <-> adam_jax.
+"""PyTorch: ``nn.Module`` and ``torch.optim.Adam``/``AdamW``/``NAdam`` state dicts <-> adam_jax.
 
 ``torch.optim.Adam`` is adam_jax's ``convention="pytorch"``: the state dicts'
 ``step``, ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` are its
-``count``, ``mu``, ``nu`` and ``nu_max`` (the raw maximum), so a run converts
-exactly, both ways. torch is imported only inside the functions that need it.
+``count``, ``mu``, ``nu`` and ``nu_max`` (the raw maximum), and NAdam's
+``mu_product`` its ``mu_product``, so a run converts exactly, both ways. torch
+is imported only inside the functions that need it.
 """
 
 import os
@@ -332,19 +333,20 @@ def from_torch(
     skip: Sequence[str] = (),
     dtype=None,
 ) -> Converted:
-    r"""A PyTorch run (model and ``torch.optim.Adam``/``AdamW`` state) as an adam_jax run.
+    r"""A PyTorch run (model and ``torch.optim.Adam``/``AdamW``/``NAdam`` state) as an adam_jax run.
 
     Each param group becomes an ``adam_jax.adam(..., convention="pytorch")``
-    with its hyperparameters; several groups are combined with
-    ``optax.partition``. Its state holds torch's ``step`` as ``count``,
-    ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` as ``mu``, ``nu`` and
-    ``nu_max``, moved into JAX's layout as the weights are. Continuing with
+    (``adam_jax.nadam`` for NAdam) with its hyperparameters; several groups are
+    combined with ``optax.partition``. Its state holds torch's ``step`` as
+    ``count``, ``exp_avg``, ``exp_avg_sq`` and ``max_exp_avg_sq`` as ``mu``,
+    ``nu`` and ``nu_max`` (NAdam's ``mu_product`` as ``mu_product``), moved
+    into JAX's layout as the weights are. Continuing with
     ``optimizer.update`` takes the steps torch would have taken.
 
     Args:
       model_state_dict: ``module.state_dict()``.
-      optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``
-        or ``AdamW``.
+      optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``,
+        ``AdamW`` or ``NAdam``.
       name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`,
         see :func:`adam_jax.interop.torch.params_from_torch`.
       param_names: the torch names of the optimizer's parameters in its order;
@@ -404,7 +406,7 @@ def from_torch(
 
     def source_for(paths):
         i = find(paths)
-        if moments[i].count == 0:  # a fresh group: torch has no state yet, zeros are torch's init
+        if not moments[i].mu:  # a fresh group: torch has no state yet, zeros are torch's init
             return _fresh(template, paths, moments[i])
         return moments[i]
 
@@ -429,7 +431,7 @@ def _fresh(template, paths, moments: _tree.Moments) -> _tree.Moments:
 def to_torch(
     params, opt_state: optax.OptState, groups: Sequence[ParamGroup], name_map: Mapping[str, Any]
 ) -> tuple[dict, dict]:
-    """An adam_jax run as ``nn.Module`` and ``torch.optim.Adam``/``AdamW`` state dicts.
+    """An adam_jax run as ``nn.Module`` and ``torch.optim.Adam``/``AdamW``/``NAdam`` state dicts.
 
     Args:
       params: the params tree.
