@@ -353,7 +353,7 @@ def train(config, argv: list) -> int:
     problem = task.make_problem(config, dtypes)
     optimizer = optimizers.make_optimizer(config)
     state = loop.init_state(problem, optimizer, config.seed)
-    rows = []  # one dict per step, as in metrics.jsonl
+    rows, skipped = [], {}  # metrics rows, as in metrics.jsonl; damaged checkpoints
     if config.resume is not None:
         run_dir = RunDir.claim(config.out, flag="--resume", new=False)
         try:
@@ -366,14 +366,13 @@ def train(config, argv: list) -> int:
         except BaseException:
             run_dir.release()
             raise
-        state, rows = restored.state, restored.rows
-        for step, why in restored.skipped.items():
+        state, rows, skipped = restored.state, restored.rows, restored.skipped
+        for step, why in skipped.items():
             print(f"{PROG}: checkpoint {step} is damaged ({why}); set aside", file=sys.stderr)
-        if restored.skipped:
+        if skipped:
             print(f"{PROG}: resuming from checkpoint {restored.step}", file=sys.stderr)
     else:
         run_dir = RunDir.claim(config.out, flag="--out", new=True, overwrite=config.overwrite)
-    skipped = restored.skipped if config.resume is not None else {}
     try:
         return _run(config, argv, run_dir, problem, optimizer, state, rows, skipped)
     finally:
