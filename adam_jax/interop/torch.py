@@ -276,8 +276,9 @@ def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]
     return out
 
 
-def _group_moments(index, group, torch_names, state, names, spec) -> _tree.Moments:
-    """The ``Moments`` of one torch param group, checked."""
+def _group_moments(index, group, torch_names, state, names, spec, dtype) -> _tree.Moments:
+    """The ``Moments`` of one torch param group, checked; cast to ``dtype`` unless None."""
+    cast = (lambda x: x) if dtype is None else (lambda x: np.asarray(x, dtype))  # noqa: E731
     fields = ("mu", "nu", "nu_max") if spec.amsgrad else ("mu", "nu")
     scalars = ("step", "mu_product") if spec.nesterov else ("step",)
     present = [(i, n) for i, n in zip(group["params"], torch_names, strict=True) if i in state]
@@ -317,8 +318,9 @@ def _group_moments(index, group, torch_names, state, names, spec) -> _tree.Momen
         leaf = names[name]
         for f in fields:
             what = f"{STATE_FIELDS[f]} of '{name}'"
-            moments[f][leaf.path] = leaf.to_jax_layout(_numpy(entry[STATE_FIELDS[f]], what), what)
-    mu_product = first["mu_product"][0] if spec.nesterov else None
+            x = leaf.to_jax_layout(_numpy(entry[STATE_FIELDS[f]], what), what)
+            moments[f][leaf.path] = cast(x)
+    mu_product = cast(first["mu_product"][0]) if spec.nesterov else None
     count = int(first["step"][0])
     return _tree.Moments(count, moments["mu"], moments["nu"], moments.get("nu_max"), mu_product)
 
@@ -355,7 +357,8 @@ def from_torch(
         dict (an optimizer built from ``module.parameters()``).
       decoupled_weight_decay: True for AdamW; by default read from the groups.
       skip: model state dict keys to leave out (buffers).
-      dtype: cast the weights to this dtype; None keeps torch's.
+      dtype: cast the weights and the optimizer state to this dtype (rounding
+        float64 to float32 on purpose, say); None keeps torch's.
 
     Returns:
       A :class:`adam_jax.interop.Converted`: ``params``, ``optimizer``,
@@ -398,7 +401,7 @@ def from_torch(
                 )
         spec = spec_from_torch(group, index, decoupled_weight_decay)
         groups.append(ParamGroup(spec, tuple(names[n].path for n in torch_names)))
-        moments.append(_group_moments(index, group, torch_names, state, names, spec))
+        moments.append(_group_moments(index, group, torch_names, state, names, spec, dtype))
     optimizer = _groups.build_optimizer(groups, params)
     template = optimizer.init(params)
     find = _tree.match_groups((frozenset(g.paths) for g in groups), "torch param group")

@@ -210,6 +210,18 @@ def test_float64_without_x64_is_refused(saved):
     _error(saved, "'0.bias' is float64, but JAX's 64-bit mode is off")
 
 
+def test_float64_run_rounds_to_float32_when_asked():
+    name, kwargs, bias_group = CASES["nadamw_groups"]
+    model = _runs.torch_model("float64")
+    optimizer = _runs.torch_optimizer(model, name, kwargs, bias_group)
+    _runs.run_torch(model, optimizer, 2, "float64")
+    run = interop.torch.from_torch(
+        model.state_dict(), optimizer.state_dict(), _runs.NAME_MAP, dtype=jnp.float32
+    )
+    leaves = jax.tree.leaves((run.params, run.opt_state))
+    assert {str(x.dtype) for x in leaves if x.dtype != jnp.int32} == {"float32"}
+
+
 def test_state_and_groups_that_differ_are_named(saved):
     run = interop.torch.from_torch(*saved, _runs.NAME_MAP)
     swapped = [
