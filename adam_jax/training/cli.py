@@ -112,7 +112,7 @@ def build_parser() -> Parser:
         "--task",
         choices=sorted(TASKS),
         default="seed",
-        help="; ".join(f"{name}: {t.summary}" for name, t in TASKS.items()),
+        help="; ".join(f"{name}: {t.summary}" for name, t in TASKS.items()).replace("%", "%%"),
     )
     task.add_argument(
         "--steps", type=int_in(1), metavar="N", help=f"optimizer steps ({_task_defaults('steps')})"

@@ -64,3 +64,11 @@ def test_fuzzed_argv_is_one_line_exit_2(tmp_path, capsys, argv):
     assert code == 2, (argv, err)
     assert len(err.splitlines()) == 1 and err.startswith("train.py: error: "), (argv, err)
     assert taken.read_text() == ""
+
+
+def test_help_lists_every_task(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: train.py")
+    for name in cli.TASKS:
+        assert f"{name}:" in out
