@@ -104,6 +104,12 @@ class AdamSpec:
         """A copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)
 
+    def optimizer(self) -> "Optimizer":
+        """The optax optimizer this spec describes (what :func:`adam_jax.adam` returns)."""
+        from adam_jax._chain import adam_optimizer  # the chain is built on this module
+
+        return adam_optimizer(self)
+
 
 class Optimizer(optax.GradientTransformationExtraArgs):
     """An ``optax.GradientTransformationExtraArgs`` that knows its ``AdamSpec``.

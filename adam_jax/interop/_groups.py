@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from adam_jax import _chain, _conventions
+from adam_jax import _conventions
 from adam_jax._spec import AdamSpec
 from adam_jax.interop._tree import Path, key_str, leaves_by_path, path_str
 
@@ -69,14 +69,14 @@ def build_optimizer(groups: Sequence[ParamGroup], params) -> optax.GradientTrans
         if path not in label_of:
             raise ValueError(f"params leaf '{path_str(path)}' is in no param group.")
     if len(groups) == 1:
-        return _chain.adam_optimizer(groups[0].spec)
+        return groups[0].spec.optimizer()
 
     def labels(tree):
         return jax.tree_util.tree_map_with_path(
             lambda kp, _: label_of[tuple(key_str(k) for k in kp)], tree
         )
 
-    transforms = {group_label(i): _chain.adam_optimizer(g.spec) for i, g in enumerate(groups)}
+    transforms = {group_label(i): g.spec.optimizer() for i, g in enumerate(groups)}
     return optax.partition(transforms, labels)
 
 

@@ -15,7 +15,6 @@ convention ``"optax"`` (no momentum schedule).
 
 import optax
 
-from adam_jax import _chain
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 from adam_jax.interop import _groups, _tree
@@ -137,7 +136,7 @@ def from_optax(
     spec = _spec(spec)
     _check(spec, "from optax")
     source = _single(_tree.read_moments(opt_state, OPTAX_STATES), "the optax state")
-    optimizer = _chain.adam_optimizer(spec)
+    optimizer = spec.optimizer()
     if params is None:
         params = _tree.find_states(opt_state, OPTAX_STATES)[0].mu
     template = optimizer.init(params)
