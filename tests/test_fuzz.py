@@ -306,11 +306,6 @@ def train_flags():
     return _flags()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this file, for the training program's owner: --help raises TypeError "
-    "(argparse formats help with %, and --task's help holds the digits task's '20% held out')",
-)
 def test_train_help():
     proc = _train(["--help"], timeout=120)
     assert proc.returncode == 0 and "--steps" in proc.stdout, proc.stderr[-3000:]
