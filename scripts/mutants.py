@@ -639,7 +639,8 @@ def _pytest(copy: pathlib.Path, tests, *, stop_first: bool = True):
     except subprocess.TimeoutExpired:
         return "timeout", f"tests ran past {TIMEOUT_S} s"
     output = proc.stdout + proc.stderr
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    # "FAILED <node id> - <message>"; a node id may hold spaces (a parameter's repr).
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", output, re.MULTILINE)
     if proc.returncode == 0:
         return "passed", ""
     if proc.returncode == 5:
