@@ -29,9 +29,20 @@ DAMAGED_DIR = "checkpoints-damaged"  # where resume moves checkpoints it could n
 
 
 def checksum(state: TrainState, rows: list) -> str:
-    """SHA-256 of the state's arrays (dtype, shape, bytes per leaf) and of the metrics rows."""
+    """SHA-256 of the state's arrays (dtype, shape, bytes per leaf) and of the metrics rows.
+
+    Computed from each array whole, however it is sharded (with several
+    processes every one gathers all of it: a collective they all call), so a
+    checkpoint saved on one mesh checks out when restored on another.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        host = multihost_utils.process_allgather(state, tiled=True)
+    else:
+        host = jax.device_get(state)
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(state)):
+    for leaf in jax.tree.leaves(host):
         array = np.asarray(leaf)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())

@@ -9,6 +9,7 @@ one line for each and returns 2, having written nothing.
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import math
 import os
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import adam_jax
-from adam_jax.training import checkpoint, loop, metrics, optimizers, plots
+from adam_jax.training import checkpoint, distributed, loop, metrics, optimizers, plots
 from adam_jax.training.rundir import (
     MetricsFile,
     RunDir,
@@ -41,6 +42,10 @@ SEED_MAX = 2**31 - 1  # seeds are int32 inside jit
 # never a step's arithmetic (a checkpoint chunk is the same compiled program).
 RESUME_FLAGS = ("--resume", "--steps", "--quiet", "--print-loss", "--ckpt-every")
 RUN_DIR_DESTS = ("resume", "out", "overwrite")  # where a run is, not what it computes
+# Where a run's arrays live: this command's, never the saved run's (a run saved on 8 devices
+# resumes on any number); float32 sums may round differently on another mesh.
+PLACEMENT_DESTS = ("mesh", "fsdp", "coordinator", "num_processes", "process_id")
+PLACEMENT_FLAGS = ("--mesh", "--fsdp", "--coordinator", "--num-processes", "--process-id")
 EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md).
 
@@ -50,6 +55,8 @@ DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md)
     train.py --init-from seed_torch.npz          # PyTorch's weights and data
     train.py --compute-dtype bfloat16            # mixed precision
     train.py --resume runs/seed-20261125-101500 --steps 1000
+    train.py --mesh 8 --fsdp                     # 8 devices, params and state sharded
+    train.py --init-from run.pt --dtype float64  # continue a PyTorch run (seed task)
 
 Exit codes: 0 done; 1 stopped early (non-finite loss or state, a failed write);
 2 bad input (one line on stderr, nothing written); 130 Ctrl-C.
@@ -130,7 +137,11 @@ def build_parser() -> Parser:
         help="PRNG seed of weights, data and split",
     )
     task.add_argument("--init", choices=["torch", "flax"], default="torch", help="weight init")
-    task.add_argument("--init-from", help="seed task: .npz of scripts/seed_pytorch.py")
+    task.add_argument(
+        "--init-from",
+        help="seed task: .npz (weights, data) or .pt (a PyTorch run to continue) "
+        "of scripts/seed_pytorch.py",
+    )
     opt = p.add_argument_group("optimizer")
     opt.add_argument(
         "--optimizer",
@@ -184,7 +195,7 @@ def build_parser() -> Parser:
         "--resume",
         metavar="DIR",
         help=f"continue the run in DIR up to --steps; only {', '.join(RESUME_FLAGS[1:])} "
-        "may be given with it",
+        "and the device and process flags may be given with it",
     )
     out.add_argument(
         "--log-every",
@@ -201,7 +212,57 @@ def build_parser() -> Parser:
         action="store_true",
         help="print 't loss' every step, as the seed does, instead of the progress bar",
     )
+    dist = p.add_argument_group("devices and processes (docs/distributed.md)")
+    dist.add_argument(
+        "--mesh",
+        type=int_in(0),
+        default=0,
+        metavar="N",
+        help="data parallel over N devices (0: one device, no mesh)",
+    )
+    dist.add_argument(
+        "--fsdp", action="store_true", help="with --mesh: params and optimizer state sharded too"
+    )
+    dist.add_argument(
+        "--coordinator",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="process 0's address: a multi-process run (also from JAX_COORDINATOR_ADDRESS)",
+    )
+    dist.add_argument("--num-processes", type=int_in(1), metavar="P")
+    dist.add_argument("--process-id", type=int_in(0), metavar="I")
     return p
+
+
+def host_port(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` with a port in [1, 65535]."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port in [1, 65535], got {text}")
+    return text
+
+
+def check_placement(config) -> None:
+    """Checks the layout flags against each other and the batch (not the devices, which
+    are counted only once JAX has started)."""
+    process_flags = {
+        "--coordinator": config.coordinator,
+        "--num-processes": config.num_processes,
+        "--process-id": config.process_id,
+    }
+    given = [flag for flag, value in process_flags.items() if value is not None]
+    if given and len(given) < len(process_flags):
+        missing = next(flag for flag, value in process_flags.items() if value is None)
+        raise ConfigError(missing, f"is needed with {given[0]} (give all three or none)")
+    if given and config.process_id >= config.num_processes:
+        raise ConfigError(
+            "--process-id",
+            f"must be < --num-processes {config.num_processes}, got {config.process_id}",
+        )
+    if config.fsdp and config.mesh == 0:
+        raise ConfigError("--fsdp", "needs --mesh N (the devices to shard over)")
+    if config.mesh and config.batch_size % config.mesh:
+        raise ConfigError("--mesh", f"{config.mesh} must divide the batch size {config.batch_size}")
 
 
 def _given_flags(argv: list) -> set:
@@ -239,6 +300,7 @@ def complete(config: argparse.Namespace, given: set, *, new_run: bool = True):
             if flag in given:
                 raise ConfigError(flag, f"does not apply to --optimizer {config.optimizer}")
     optimizers.check(config)
+    check_placement(config)
     if new_run:
         if config.out is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -255,12 +317,14 @@ def _as_argv(saved: dict, parser: Parser) -> list:
     unknown = sorted(set(saved) - set(by_dest))
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}")
-    missing = sorted(set(by_dest) - set(saved) - set(RUN_DIR_DESTS) - {"help"})
+    missing = sorted(
+        set(by_dest) - set(saved) - set(RUN_DIR_DESTS) - set(PLACEMENT_DESTS) - {"help"}
+    )
     if missing:
         raise ValueError(f"missing setting {missing[0]!r}")
     argv = []
     for dest, value in saved.items():
-        if dest in RUN_DIR_DESTS or value == defaults[dest]:
+        if dest in RUN_DIR_DESTS or dest in PLACEMENT_DESTS or value == defaults[dest]:
             continue
         flag = by_dest[dest].option_strings[0]
         if isinstance(by_dest[dest], argparse._StoreTrueAction):
@@ -277,12 +341,13 @@ def _as_argv(saved: dict, parser: Parser) -> list:
 def resume_config(given: argparse.Namespace, flags: set) -> argparse.Namespace:
     """The flags of the run in ``--resume DIR``, checked again as on its first day, with the
     I/O flags of ``RESUME_FLAGS`` from this command line."""
-    extra = sorted(flags - set(RESUME_FLAGS))
+    allowed = RESUME_FLAGS[1:] + PLACEMENT_FLAGS
+    extra = sorted(flags - set(RESUME_FLAGS) - set(PLACEMENT_FLAGS))
     if extra:
         raise ConfigError(
             extra[0],
             "cannot change on --resume: config.json fixes the run's arithmetic "
-            f"(only {', '.join(RESUME_FLAGS[1:])} may be given)",
+            f"(only {', '.join(allowed)} may be given)",
         )
     path = os.path.join(given.resume, "config.json")
     saved = read_config(path)["args"]
@@ -293,6 +358,9 @@ def resume_config(given: argparse.Namespace, flags: set) -> argparse.Namespace:
     except (UsageError, ConfigError, ValueError) as e:
         raise ConfigError("--resume", f"{path} does not describe a valid run: {e}") from e
     config.resume, config.out, config.overwrite = given.resume, given.resume, False
+    for dest in PLACEMENT_DESTS:
+        setattr(config, dest, getattr(given, dest))
+    check_placement(config)
     config.quiet, config.print_loss = given.quiet, given.print_loss
     if given.steps is not None:
         config.steps = given.steps
@@ -310,7 +378,12 @@ def versions() -> dict:
 
 def device() -> dict:
     d = jax.devices()[0]
-    return {"platform": d.platform, "kind": d.device_kind, "count": jax.device_count()}
+    return {
+        "platform": d.platform,
+        "kind": d.device_kind,
+        "count": jax.device_count(),
+        "processes": jax.process_count(),
+    }
 
 
 class Interrupt:
@@ -345,19 +418,49 @@ def train(config, argv: list) -> int:
     Returns 0, 1 when the run stopped early (a non-finite loss or state, a
     failed write), or 130 when Ctrl-C stopped it.
     """
+    mesh = None
+    if config.mesh:
+        try:
+            mesh = distributed.make_mesh(config.mesh)
+        except ValueError:
+            raise ConfigError(
+                "--mesh", f"{config.mesh} devices asked for; {jax.device_count()} available"
+            ) from None
     task = get_task(config.task)
     dtypes = {
         "param_dtype": jnp.dtype(config.param_dtype),
         "dtype": jnp.dtype(config.compute_dtype),
     }
     problem = task.make_problem(config, dtypes)
-    optimizer = optimizers.make_optimizer(config)
-    state = loop.init_state(problem, optimizer, config.seed)
+    if problem.start is None:
+        optimizer, opt_state = optimizers.make_optimizer(config), None
+    else:
+        optimizer, opt_state = problem.start
+    state = loop.init_state(problem, optimizer, config.seed, opt_state)
+    like = state
+    if mesh is not None:
+        layout = distributed.fsdp_shardings if config.fsdp else distributed.replicated_shardings
+        shardings = layout(state, mesh)
+        state = distributed.place(state, shardings)
+        like = distributed.checkpoint_target(state, shardings)
+        data = (problem.train, problem.test)  # whole on every device; steps split the batch
+        train, test = distributed.place(data, distributed.replicated_shardings(data, mesh))
+        problem = problem._replace(train=train, test=test)
+    primary = jax.process_index() == 0  # the one that writes the run's files
     rows, skipped = [], {}  # metrics rows, as in metrics.jsonl; damaged checkpoints
-    if config.resume is not None:
+    if not primary:
+        run_dir = RunDir(config.out, None)
+    elif config.resume is not None:
         run_dir = RunDir.claim(config.out, flag="--resume", new=False)
+    else:
+        run_dir = RunDir.claim(config.out, flag="--out", new=True, overwrite=config.overwrite)
+    if jax.process_count() > 1:  # the others wait until process 0 holds the directory
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("train.py: run directory claimed")
+    if config.resume is not None:
         try:
-            restored = checkpoint.restore(config.out, state)
+            restored = checkpoint.restore(config.out, like)
             if restored.step >= config.steps:
                 raise ConfigError(
                     "--steps",
@@ -367,29 +470,30 @@ def train(config, argv: list) -> int:
             run_dir.release()
             raise
         state, rows, skipped = restored.state, restored.rows, restored.skipped
-        for step, why in skipped.items():
+        for step, why in skipped.items() if primary else ():
             print(f"{PROG}: checkpoint {step} is damaged ({why}); set aside", file=sys.stderr)
-        if skipped:
+        if skipped and primary:
             print(f"{PROG}: resuming from checkpoint {restored.step}", file=sys.stderr)
-    else:
-        run_dir = RunDir.claim(config.out, flag="--out", new=True, overwrite=config.overwrite)
     try:
-        return _run(config, argv, run_dir, problem, optimizer, state, rows, skipped)
+        with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+            return _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primary)
     finally:
         run_dir.release()
 
 
-def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int:
-    """The run proper, in a directory it owns: from here on, it writes."""
+def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primary) -> int:
+    """The run proper, in a directory it owns: from here on, it writes (process 0 the run's
+    files; every process its part of the checkpoints)."""
     start = int(state.step)
-    status, checkpoint_step = "completed", None
+    status, checkpoint_step, metrics_file = "completed", None, None
     try:
-        checkpoint.set_aside(config.out, skipped)
-        invocation = {"command": argv, "started": now(), "start_step": start}
-        write_config(
-            run_dir, vars(config), invocation | {"versions": versions(), "device": device()}
-        )
-        metrics_file = MetricsFile(run_dir.file("metrics.jsonl"), rows)
+        if primary:
+            checkpoint.set_aside(config.out, skipped)
+            invocation = {"command": argv, "started": now(), "start_step": start}
+            write_config(
+                run_dir, vars(config), invocation | {"versions": versions(), "device": device()}
+            )
+            metrics_file = MetricsFile(run_dir.file("metrics.jsonl"), rows)
         checkpoints = checkpoint.manager(config.out)
     except OSError as e:
         print(f"{PROG}: error: cannot write the run in {config.out}: {e}", file=sys.stderr)
@@ -402,11 +506,13 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
         learning_rate=optimizers.learning_rate(config),
         loss_scale=config.loss_scale,
         epsilon_report=optimizers.epsilon_report(config, optimizer),
+        split_batch=config.mesh > 0,
+        gather_params=config.fsdp,
     )
     t0 = time.perf_counter()
     run_chunk = loop.make_run_chunk(train_step, config.log_every)
     run_chunk = run_chunk.lower(state, problem.train, np.int32(0)).compile()
-    evaluate = loop.make_evaluate(problem, config.dtype)
+    evaluate = loop.make_evaluate(problem, config.dtype, gather_params=config.fsdp)
     if evaluate is not None:
         evaluate = evaluate.lower(state.params, problem.test).compile()
     compile_s = time.perf_counter() - t0
@@ -420,7 +526,7 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
         bar = tqdm(
             total=config.steps,
             initial=start,
-            disable=config.quiet or config.print_loss,
+            disable=config.quiet or config.print_loss or not primary,
             unit="step",
             file=sys.stderr,
             ncols=90,
@@ -438,10 +544,11 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
                 elif evaluate is not None:
                     scores = waiter.submit(jax.device_get, evaluate(state.params, problem.test))
                     new[-1] |= {k: float(v) for k, v in scores.result().items()}
-                metrics_file.append(new)
+                if metrics_file is not None:
+                    metrics_file.append(new)
                 rows += new
                 step = new[-1]["step"]
-                if config.print_loss:  # the seed's "t loss" lines, t from 0
+                if config.print_loss and primary:  # the seed's "t loss" lines, t from 0
                     for row in new:
                         print(row["step"] - 1, row["loss"])
                 bar.update(len(new))
@@ -464,12 +571,15 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
             return EXIT_STOPPED
         finally:
             bar.close()
-            metrics_file.close()
+            if metrics_file is not None:
+                metrics_file.close()
     wall_s = time.perf_counter() - t0
     checkpoint_step = checkpoints.latest_step()
     checkpoint.close(checkpoints)
 
     summary = metrics.summary(config.task, status, rows, start, wall_s, compile_s, checkpoint_step)
+    if not primary:
+        return exit_code(status)
     try:
         write_json(run_dir.file("summary.json"), summary)
         plots.plot_run(rows, run_dir.file("loss.png"), title=f"{config.task}: {config.optimizer}")
@@ -478,6 +588,11 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped) -> int
         return EXIT_STOPPED
     _print_summary(config, summary)
     print(f"run written to {config.out}")
+    return exit_code(status)
+
+
+def exit_code(status: str) -> int:
+    """The exit code of a run that ended with ``status``."""
     if status.startswith("interrupted"):
         return EXIT_INTERRUPTED
     return 0 if status == "completed" else EXIT_STOPPED
@@ -498,11 +613,23 @@ def _print_summary(config, summary: dict) -> None:
         print(f"{PROG}: stopped: {summary['status']}; {kept}", file=sys.stderr)
 
 
+def start_processes(config) -> None:
+    """Joins a multi-process run (``--coordinator``, or the environment of
+    ``scripts/launch.py``/SLURM); before anything else touches JAX's backend."""
+    if config.coordinator is None and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return
+    try:
+        distributed.initialize(config.coordinator, config.num_processes, config.process_id)
+    except ValueError as e:
+        raise ConfigError("--coordinator", str(e)) from e
+
+
 def main(argv=None) -> int:
     """Runs the program; returns its exit code (2 for bad input, nothing written)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         config = parse_args(argv)
+        start_processes(config)
         dtypes = (config.dtype, config.param_dtype, config.mu_dtype, config.nu_dtype)
         with jax.enable_x64("float64" in dtypes):
             return train(config, argv)

@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import PartitionSpec
 
+from adam_jax.training import distributed
 from adam_jax.training.tasks.base import Problem
 
 
@@ -31,23 +33,39 @@ def data_key(seed) -> jax.Array:
     return jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
 
 
-def init_state(problem: Problem, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-    """Step 0: the problem's params, the optimizer's initial state, the data key of ``seed``."""
+def init_state(
+    problem: Problem, optimizer: optax.GradientTransformation, seed: int, opt_state=None
+) -> TrainState:
+    """The problem's params, the optimizer's state, the data key of ``seed``.
+
+    ``opt_state`` None starts at step 0 with ``optimizer.init``; a given state
+    (a run continued from another framework) is kept, and the step counter
+    continues at its ``count``.
+    """
 
     @jax.jit
-    def init(params, seed):
-        return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key(seed))
+    def init(params, seed, opt_state):
+        if opt_state is None:
+            return TrainState(
+                jnp.zeros((), jnp.int32), params, optimizer.init(params), data_key(seed)
+            )
+        counts = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+        step = jnp.asarray(counts[0][1], jnp.int32)
+        return TrainState(step, params, opt_state, data_key(seed))
 
-    return init(problem.params, seed)
+    return init(problem.params, seed, opt_state)
 
 
-def make_loss_fn(problem: Problem, loss_dtype) -> Callable:
+def make_loss_fn(problem: Problem, loss_dtype, *, gather_params: bool = False) -> Callable:
     """``loss_fn(params, (x, y)) -> (loss, aux)``: the task's loss of the model's predictions,
-    cast to ``loss_dtype``."""
+    cast to ``loss_dtype``; ``gather_params`` all-gathers FSDP-sharded params first (under
+    ``jax.set_mesh``)."""
     loss_dtype = jnp.dtype(loss_dtype)
 
     def loss_fn(params, batch):
         x, y = batch
+        if gather_params:
+            params = distributed.gather(params)
         pred = nnx.merge(problem.graphdef, params)(x)
         return problem.loss(pred.astype(loss_dtype), y)
 
@@ -62,6 +80,8 @@ def make_train_step(
     learning_rate: optax.ScalarOrSchedule,
     loss_scale: float = 1.0,
     epsilon_report: Callable | None = None,
+    split_batch: bool = False,
+    gather_params: bool = False,
 ) -> Callable:
     """The pure step ``train_step(state, train) -> (state, metrics)``.
 
@@ -75,12 +95,15 @@ def make_train_step(
         the params' dtype; 1 is off and adds no arithmetic.
       epsilon_report: ``opt_state -> dict`` with ``dominated_fraction``,
         logged as ``eps_dominated``; ``None`` logs nothing.
+      split_batch: split each batch's rows over the mesh's ``"data"`` axis
+        (data parallel; run under ``jax.set_mesh`` with Explicit axes).
+      gather_params: all-gather the params where the model uses them (FSDP).
 
     Returns:
       ``train_step``; its metrics are the scalars ``loss`` (before the update),
       ``lr`` and, with ``epsilon_report``, ``eps_dominated``.
     """
-    loss_fn = make_loss_fn(problem, loss_dtype)
+    loss_fn = make_loss_fn(problem, loss_dtype, gather_params=gather_params)
 
     def scaled_loss_fn(params, batch):
         loss, aux = loss_fn(params, batch)
@@ -88,6 +111,9 @@ def make_train_step(
 
     def train_step(state: TrainState, train):
         batch = problem.batch(train, jax.random.wrap_key_data(state.data_key), state.step)
+        if split_batch:
+            spec = PartitionSpec(distributed.DATA_AXIS)
+            batch = jax.tree.map(lambda a: jax.sharding.reshard(a, spec), batch)
         if loss_scale == 1:
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         else:
@@ -100,7 +126,10 @@ def make_train_step(
         lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
         metrics = {"loss": loss, "lr": jnp.asarray(lr)}
         if epsilon_report is not None:
-            metrics["eps_dominated"] = epsilon_report(opt_state)["dominated_fraction"]
+            # adam_jax.epsilon_report concatenates every leaf, which Explicit sharding refuses
+            # for leaves sharded differently: it reads a gathered copy under FSDP.
+            report_state = distributed.gather(opt_state) if gather_params else opt_state
+            metrics["eps_dominated"] = epsilon_report(report_state)["dominated_fraction"]
         return TrainState(state.step + 1, params, opt_state, state.data_key), metrics
 
     return train_step
@@ -131,15 +160,18 @@ def make_run_chunk(train_step: Callable, chunk: int) -> Callable:
     return run_chunk
 
 
-def make_evaluate(problem: Problem, loss_dtype) -> Callable | None:
+def make_evaluate(problem: Problem, loss_dtype, *, gather_params: bool = False) -> Callable | None:
     """``evaluate(params, test) -> {"test_<name>": scalar}``, jitted, from the task's
-    ``test_metrics``; ``None`` when the task has no held-out set or metrics."""
+    ``test_metrics``; ``None`` when the task has no held-out set or metrics.
+    ``gather_params``: all-gather FSDP-sharded params first."""
     if problem.test is None or problem.test_metrics is None:
         return None
     loss_dtype = jnp.dtype(loss_dtype)
 
     @jax.jit
     def evaluate(params, test):
+        if gather_params:
+            params = distributed.gather(params)
         pred = nnx.merge(problem.graphdef, params)(test["x"]).astype(loss_dtype)
         return {f"test_{k}": v for k, v in problem.test_metrics(pred, test["y"]).items()}
 

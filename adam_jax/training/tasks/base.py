@@ -60,6 +60,9 @@ class Problem(NamedTuple):
     steps_per_epoch: int | None  # steps per pass over train; None: no epochs (full batch)
     # (pred, y) -> dict of scalars on the held-out set (logged as test_<name>), or None
     test_metrics: Callable | None = None
+    # (optimizer, opt_state) the run continues with (a PyTorch checkpoint's), or None: a
+    # fresh optimizer of the flags
+    start: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
