@@ -31,7 +31,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import adam_jax
-from adam_jax._chain import adam_optimizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FUSED = adam_jax.fused_available() and jax.default_backend() == "cpu"
@@ -121,7 +120,7 @@ def _one_step(name, optimizer):
     if name == "fused_adam":
         return jax.jit(optimizer.step)(params, grads, optimizer.init(params))[0]
     if name == "AdamSpec":
-        optimizer = adam_optimizer(optimizer)
+        optimizer = optimizer.optimizer()
     state = optimizer.init(params)
     return optimizer.update(grads, state, params)[0]
 
