@@ -155,8 +155,10 @@ def restore(out: str, like: TrainState) -> Restored:
         try:
             with _quiet_absl():
                 state, rows = _restore_step(os.path.join(path, str(step)), like)
-            if int(state.step) != step or len(rows) != step:
-                raise ValueError(f"holds step {int(state.step)} and {len(rows)} metrics rows")
+            # A run continued from another framework's step k has rows from k + 1 on.
+            last_row = rows[-1]["step"] if rows else 0
+            if int(state.step) != step or last_row != step:
+                raise ValueError(f"holds step {int(state.step)} and metrics up to step {last_row}")
         except Exception as e:  # a damaged checkpoint: any error of orbax or of our checks
             skipped[step] = _first_line(e)
             continue

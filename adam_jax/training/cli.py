@@ -177,7 +177,7 @@ def build_parser() -> Parser:
     )
     prec.add_argument(
         "--compute-dtype",
-        choices=["float32", "bfloat16", "float16"],
+        choices=["float64", "float32", "bfloat16", "float16"],
         help="forward and backward passes (default --param-dtype)",
     )
     prec.add_argument("--mu-dtype", choices=FLOAT_DTYPES, help="first moment (adam_jax's default)")

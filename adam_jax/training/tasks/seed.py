@@ -4,9 +4,12 @@ A 1000 -> 100 -> ReLU -> 10 MLP, sum-of-squares loss
 (``torch.nn.MSELoss(reduction="sum")``) on N = ``--batch-size`` random inputs
 and targets, full batch, ``torch.optim.Adam(lr=1e-4, amsgrad=True, eps=1e-8)``
 for 500 steps. ``--init-from`` starts from the weights and data that
-``scripts/seed_pytorch.py`` saved.
+``scripts/seed_pytorch.py`` saved (``.npz``), or continues its PyTorch run
+(``.pt``, ``--save-at``): weights, ``torch.optim.Adam`` state and data, through
+``adam_jax.interop.torch``.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -16,6 +19,34 @@ from adam_jax.training.tasks.mlp import init_mlp
 
 SIZES = 1000, 100, 10  # input, hidden and output sizes; N is --batch-size
 INIT_FROM_KEYS = ("x", "y", "w1", "b1", "w2", "b2")  # torch.nn.Linear layout: weights (out, in)
+TORCH_KEYS = ("model", "optimizer", "x", "y")  # a .pt of scripts/seed_pytorch.py --save-at
+
+
+def torch_name_map() -> dict:
+    """The seed's ``nn.Sequential(Linear, ReLU, Linear)`` names -> its params' paths."""
+    from adam_jax import interop
+
+    return {
+        "0.weight": interop.linear("hidden/kernel"),
+        "0.bias": "hidden/bias",
+        "2.weight": interop.linear("out/kernel"),
+        "2.bias": "out/bias",
+    }
+
+
+def is_torch_file(path: str) -> bool:
+    """``--init-from`` names a PyTorch checkpoint (``.pt``/``.pth``), not an ``.npz``."""
+    return path.endswith((".pt", ".pth"))
+
+
+def _load_torch(path: str) -> dict:
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in TORCH_KEYS if not isinstance(saved, dict) or k not in saved]
+    if missing:
+        raise ValueError(f"no '{missing[0]}' entry (a .pt needs {', '.join(TORCH_KEYS)})")
+    return saved
 
 
 def sum_of_squares(pred, y):
@@ -40,7 +71,22 @@ def make_problem(config, dtypes) -> Problem:
     graphdef, params = init_mlp(config.init, config.seed, SIZES, dtypes, rng)
     x = rng.standard_normal((config.batch_size, d_in))
     y = rng.standard_normal((config.batch_size, d_out))
-    if config.init_from is not None:
+    start = None
+    if config.init_from is not None and is_torch_file(config.init_from):
+        from adam_jax.interop import torch as from_torch
+
+        run = from_torch.load_checkpoint(
+            config.init_from, torch_name_map(), dtype=dtypes["param_dtype"]
+        )
+        nnx.replace_by_pure_dict(params, run.params)
+        saved = _load_torch(config.init_from)
+        x, y = saved["x"].numpy(), saved["y"].numpy()
+        # The converted moments are nested dicts; the step's gradients are an nnx.State of the
+        # same leaves in the same order: the state takes the params' tree.
+        template = jax.eval_shape(run.optimizer.init, params)
+        opt_state = jax.tree.unflatten(jax.tree.structure(template), jax.tree.leaves(run.opt_state))
+        start = run.optimizer, opt_state
+    elif config.init_from is not None:
         with np.load(config.init_from) as saved:
             pdt = dtypes["param_dtype"]
 
@@ -52,7 +98,7 @@ def make_problem(config, dtypes) -> Problem:
             )
             x, y = saved["x"], saved["y"]
     train = {"x": jnp.asarray(x, config.dtype), "y": jnp.asarray(y, config.dtype)}
-    return Problem(graphdef, params, train, None, sum_of_squares, full_batch, None)
+    return Problem(graphdef, params, train, None, sum_of_squares, full_batch, None, start=start)
 
 
 def torch_layout(problem: Problem) -> dict[str, np.ndarray]:
@@ -67,7 +113,11 @@ def torch_layout(problem: Problem) -> dict[str, np.ndarray]:
 
 
 def read_init_from(config) -> None:
-    """Checks ``config.init_from``; takes N (the batch size) and the dtype from it."""
+    """Checks ``config.init_from``; takes N (the batch size) and the dtype from it, and from a
+    PyTorch checkpoint its optimizer's hyperparameters."""
+    if is_torch_file(config.init_from):
+        _read_torch_run(config)
+        return
     try:
         with np.load(config.init_from) as saved:
             shapes = {k: saved[k].shape for k in INIT_FROM_KEYS}
@@ -91,6 +141,42 @@ def read_init_from(config) -> None:
     config.batch_size = n
     if config.dtype is None and dtype in ("float32", "float64"):
         config.dtype = dtype
+
+
+def _read_torch_run(config) -> None:
+    """``read_init_from`` for a ``.pt``: N and the dtype from its data; the optimizer, the
+    learning rate and the betas from its one param group (flags may repeat them, not change
+    them)."""
+    try:
+        saved = _load_torch(config.init_from)
+        x, y = saved["x"], saved["y"]
+        (group,) = saved["optimizer"]["param_groups"]
+    except Exception as e:  # a missing file, not a checkpoint, a missing key, several groups
+        raise ConfigError("--init-from", f"cannot read {config.init_from}: {e}") from e
+    d_in, _, d_out = SIZES
+    n = x.shape[0]
+    if tuple(x.shape) != (n, d_in) or tuple(y.shape) != (n, d_out):
+        raise ConfigError(
+            "--init-from",
+            f"x {tuple(x.shape)} and y {tuple(y.shape)}, expected ({n}, {d_in}) and ({n}, {d_out})",
+        )
+    if config.batch_size not in (None, n):
+        raise ConfigError("--batch-size", f"{config.init_from} holds N={n}")
+    config.batch_size = n
+    dtype = str(x.dtype).removeprefix("torch.")
+    if config.dtype is None and dtype in ("float32", "float64"):
+        config.dtype = dtype
+    fixed = {
+        "--optimizer": ("optimizer", "amsgrad" if group["amsgrad"] else "adam"),
+        "--lr": ("lr", float(group["lr"])),
+        "--convention": ("convention", "pytorch"),
+    }
+    for flag, (dest, value) in fixed.items():
+        if getattr(config, dest) not in (None, value):
+            raise ConfigError(flag, f"{config.init_from} continues with {value}")
+        setattr(config, dest, value)
+    config.b1, config.b2 = (float(b) for b in group["betas"])
+    config.eps = float(group["eps"])
 
 
 TASK = Task(
