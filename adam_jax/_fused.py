@@ -25,8 +25,9 @@ from jax.experimental.custom_partitioning import (
 )
 from jax.sharding import NamedSharding, PartitionSpec
 
-from adam_jax import _alias, _chain, _conventions, _numerics
+from adam_jax import _conventions, _numerics
 from adam_jax._conventions import ConventionName
+from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 
 _TARGET = "adam_jax_step"
@@ -70,10 +71,15 @@ def fused_available() -> bool:
 
 
 class FusedAdam(NamedTuple):
-    """A fused Adam optimizer: ``init(params) -> state``, ``step(params, grads, state)``."""
+    """A fused Adam optimizer: ``init(params) -> state``, ``step(params, grads, state)``.
+
+    ``spec`` is the ``AdamSpec`` it is derived from, the same as that of the pure-JAX
+    optimizer ``spec.optimizer()``, whose state it shares.
+    """
 
     init: Callable[[optax.Params], optax.OptState]
     step: Callable[[optax.Params, optax.Updates, optax.OptState], tuple[optax.Params, Any]]
+    spec: AdamSpec
 
 
 def fused_adam(
@@ -87,6 +93,7 @@ def fused_adam(
     convention: ConventionName = "pytorch",
     weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled_weight_decay: bool = False,
+    mask: Any = None,
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
@@ -132,14 +139,18 @@ def fused_adam(
       weight_decay: :math:`\lambda`, >= 0, or a schedule.
       decoupled_weight_decay: apply :math:`\lambda` as AdamW instead of adding it to the
         gradient.
+      mask: which params are decayed, as for :func:`adam_jax.adam` (a tree of bools or a
+        callable of the params); the kernel runs once for the decayed leaves and once for
+        the others.
       maximize: ascend the objective instead of descending it.
       mu_dtype: storage dtype of the first moment: None or float32.
       nu_dtype: storage dtype of the second moment: None or float32.
 
     Returns:
       A ``FusedAdam``: ``init(params)`` gives the state of
-      ``adam_jax.adam(...same arguments...)``, and ``step(params, grads, state)`` gives the
-      new ``(params, state)``.
+      ``adam_jax.adam(...same arguments...)``, ``step(params, grads, state)`` gives the
+      new ``(params, state)``, and ``spec`` is the ``AdamSpec`` both are derived from
+      (``spec.optimizer()`` is the pure-JAX optimizer with the same state).
 
     Examples:
       >>> import jax, jax.numpy as jnp, adam_jax
@@ -171,30 +182,31 @@ def fused_adam(
             "optimizer in pure JAX."
         )
     _register(module)
-    # The optimizer itself (its validation, its state): fused_adam only replaces its step.
-    reference = _alias.adam(
-        learning_rate,
-        b1,
-        b2,
-        eps,
-        eps_root,
+    # The one description: validated once; its optax optimizer gives the state.
+    spec = AdamSpec(
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
         amsgrad=amsgrad,
         convention=convention,
         weight_decay=weight_decay,
         decoupled_weight_decay=decoupled_weight_decay,
+        mask=mask,
         maximize=maximize,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    # After adam's validation, which names a value that is not a dtype at all.
+    reference = spec.optimizer()
     for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
         if dtype is not None and np.dtype(dtype) != np.float32:
             raise TypeError(
                 f"fused_adam stores its moments in float32 only, got {name}={dtype!r}; "
                 "use None or float32, or adam_jax.adam for other dtypes."
             )
-    conv = _conventions.get_convention(convention)
-    decays = _chain.is_nonzero(weight_decay)
+    conv = spec.row
+    decays = spec.decays_weights
 
     def init_fn(params):
         _check_float32("params", jax.tree.leaves(params))
@@ -265,23 +277,45 @@ def fused_adam(
                 c(-1.0 if maximize else 1.0),
             ]
         )
-        options = _Options(
-            amsgrad=amsgrad,
-            coupled=decays and not decoupled_weight_decay,
-            decoupled=decays and decoupled_weight_decay,
-        )
-        outputs = _call_kernel(scalars, arrays, options)
         n = len(arrays[0])
-        new_p, new_m, new_v = (treedef.unflatten(outputs[i * n : (i + 1) * n]) for i in range(3))
+        decayed = _decayed_leaves(mask, params, treedef) if decays else [False] * n
+        outputs = [[None] * n for _ in range(len(arrays) - 1)]  # p, m, v (, v_max)
+        for decay in sorted(set(decayed)):  # one kernel call per kind of leaf
+            idx = [i for i in range(n) if decayed[i] == decay]
+            options = _Options(
+                amsgrad=amsgrad,
+                coupled=decay and not decoupled_weight_decay,
+                decoupled=decay and decoupled_weight_decay,
+            )
+            part = _call_kernel(scalars, [[leaves[i] for i in idx] for leaves in arrays], options)
+            for kind, out in enumerate(outputs):
+                for j, i in enumerate(idx):
+                    out[i] = part[kind * len(idx) + j]
+        new_p, new_m, new_v = (treedef.unflatten(out) for out in outputs[:3])
         new_adam = adam_state._replace(
             count=count,
             mu=new_m,
             nu=new_v,
-            nu_max=treedef.unflatten(outputs[3 * n :]) if amsgrad else None,
+            nu_max=treedef.unflatten(outputs[3]) if amsgrad else None,
         )
         return new_p, links.advance(new_adam)
 
-    return FusedAdam(init_fn, step_fn)
+    return FusedAdam(init_fn, step_fn, spec)
+
+
+def _decayed_leaves(mask, params, treedef) -> list[bool]:
+    """Per leaf of ``params``, whether weight decay applies (``mask`` as optax's)."""
+    if mask is None:
+        return [True] * treedef.num_leaves
+    tree = mask(params) if callable(mask) else mask
+    flags = treedef.flatten_up_to(jax.tree.broadcast(tree, params))
+    for flag in flags:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(
+                f"fused_adam's mask must give Python bools (static), got {flag!r}; a traced "
+                "mask would need a kernel per element."
+            )
+    return [bool(f) for f in flags]
 
 
 class _Options(NamedTuple):

@@ -182,6 +182,36 @@ def test_weight_decay_schedule(problem):
     _assert_bitwise(out, ref)
 
 
+@pytest.mark.parametrize("mask", ["tree", "callable"])
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_masked_weight_decay(problem, mask, decoupled):
+    """Leaves masked out of the decay run in their own kernel call, bitwise adam's."""
+    params, grads = problem
+    tree = {k: k != "b" for k in params}  # the scalar "bias" is not decayed
+    kwargs = dict(
+        weight_decay=0.1,
+        decoupled_weight_decay=decoupled,
+        mask=tree if mask == "tree" else (lambda p: {k: k != "b" for k in p}),
+    )
+    tx, fused = adam_jax.adam(LR, **kwargs), adam_jax.fused_adam(LR, **kwargs)
+    ref = jax.jit(lambda s: _scan(_reference_step(tx), params, s, grads))(tx.init(params))
+    out = jax.jit(lambda s: _scan(fused.step, params, s, grads))(fused.init(params))
+    _assert_bitwise(out, ref)
+    unmasked = adam_jax.fused_adam(LR, weight_decay=0.1, decoupled_weight_decay=decoupled)
+    other = jax.jit(lambda s: _scan(unmasked.step, params, s, grads))(unmasked.init(params))
+    assert not np.array_equal(other[0][0]["b"], out[0][0]["b"])  # the mask made a difference
+
+
+def test_spec_is_adams():
+    """The fused optimizer and the pure-JAX one are derived from one AdamSpec."""
+    fused = adam_jax.fused_adam(0.1, amsgrad=True, convention="keras", weight_decay=0.01)
+    tx = adam_jax.adam(0.1, amsgrad=True, convention="keras", weight_decay=0.01)
+    assert fused.spec == tx.spec
+    state = fused.init(jnp.zeros(3))
+    report = adam_jax.epsilon_report(state, fused)
+    assert float(report["dominated_fraction"]) == 1.0
+
+
 @pytest.mark.parametrize("amsgrad", [False, True])
 def test_init_is_adams_state(amsgrad):
     kwargs = dict(learning_rate=SCHEDULE, amsgrad=amsgrad, weight_decay=lambda count: 0.1)

@@ -23,6 +23,7 @@ FIXED = {
     "adamw": {"decoupled_weight_decay": True},
     "nadam": {"nesterov": True},
     "scale_by_adam": {},
+    "fused_adam": {},
 }
 OTHER_DEFAULTS = {
     "adamw": {"weight_decay": 1e-2},  # torch.optim.AdamW's
@@ -39,7 +40,7 @@ def test_signature_is_the_spec(name):
     expected = set(FIELDS) - set(FIXED[name])
     if name == "scale_by_adam":
         expected -= CHAIN_ONLY
-    if name != "nadam" and name != "scale_by_adam":
+    if name not in ("nadam", "scale_by_adam"):
         expected -= {"nesterov", "momentum_decay"}
     if name == "nadam":
         expected -= {"amsgrad"}  # no AMSGrad NAdam in any framework
