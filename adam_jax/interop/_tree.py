@@ -126,7 +126,8 @@ def normalize_name_map(name_map: Mapping[str, Any]) -> dict[str, Leaf]:
             f"name_map must be a non-empty mapping of framework names to params paths, "
             f"got {type(name_map).__name__}."
         )
-    out, owner = {}, {}
+    out: dict[str, Leaf] = {}
+    owner: dict[Path, str] = {}
     for name, target in name_map.items():
         leaf = target if isinstance(target, Leaf) else Leaf(as_path(target))
         if leaf.path in owner:
@@ -180,7 +181,7 @@ def to_jax(x: np.ndarray, what: str, dtype=None) -> jax.Array:
     """
     if dtype is not None:
         return jnp.asarray(x, dtype)
-    if x.dtype.itemsize == 8 and x.dtype.kind in "fc" and not jax.config.jax_enable_x64:
+    if x.dtype.itemsize == 8 and x.dtype.kind in "fc" and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"{what} is {x.dtype}, but JAX's 64-bit mode is off and would round it to 32 bits. "
             "Turn it on (jax.config.update('jax_enable_x64', True)), or pass "
@@ -220,7 +221,7 @@ class Moments(NamedTuple):
         None without one.
     """
 
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count
     mu: dict[Path, np.ndarray]
     nu: dict[Path, np.ndarray]
     nu_max: dict[Path, np.ndarray] | None

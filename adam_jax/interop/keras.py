@@ -150,7 +150,7 @@ def from_keras(
         mu_product = np.asarray(optimizer._u_product.value)
     moments = []
     for group_names in members:
-        arrays = {f: {} for f in fields}
+        arrays: dict[str, dict[_tree.Path, np.ndarray]] = {f: {} for f in fields}
         for n in group_names:
             try:
                 index = optimizer._get_variable_index(by_name[n])
@@ -263,9 +263,9 @@ def to_keras(
         kwargs["amsgrad"] = base.amsgrad
     optimizer = optimizer(
         learning_rate=float(base.learning_rate),
-        beta_1=float(base.b1),
-        beta_2=float(base.b2),
-        epsilon=float(base.eps),
+        beta_1=float(np.asarray(base.b1)),
+        beta_2=float(np.asarray(base.b2)),
+        epsilon=float(np.asarray(base.eps)),
         **kwargs,
     )
     undecayed = [by_name[by_path[p]] for g in groups if not g.spec.weight_decay for p in g.paths]

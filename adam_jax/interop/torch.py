@@ -165,7 +165,6 @@ def spec_from_torch(
             f"decoupled_weight_decay={decoupled_weight_decay} was passed."
         )
     b1, b2 = (float(b) for b in group["betas"])
-    kwargs = {"nesterov": True, "momentum_decay": float(group["momentum_decay"])} if nadam else {}
     return AdamSpec(
         learning_rate=float(group["lr"]),
         b1=b1,
@@ -176,7 +175,8 @@ def spec_from_torch(
         amsgrad=bool(group.get("amsgrad", False)),
         maximize=bool(group["maximize"]),
         convention="pytorch",
-        **kwargs,
+        nesterov=nadam,
+        momentum_decay=float(group["momentum_decay"]) if nadam else None,
     )
 
 
@@ -206,10 +206,10 @@ def spec_to_torch(spec: AdamSpec) -> dict:
             )
         return {
             "lr": float(spec.learning_rate),
-            "betas": (float(spec.b1), float(spec.b2)),
-            "eps": float(spec.eps),
+            "betas": (float(np.asarray(spec.b1)), float(np.asarray(spec.b2))),
+            "eps": float(np.asarray(spec.eps)),
             "weight_decay": float(spec.weight_decay),
-            "momentum_decay": float(psi),
+            "momentum_decay": float(np.asarray(psi)),
             "decoupled_weight_decay": spec.decoupled_weight_decay,
             "maximize": spec.maximize,
             "foreach": None,
@@ -219,8 +219,8 @@ def spec_to_torch(spec: AdamSpec) -> dict:
     _groups.check_same_optimizer(spec.convention, "pytorch", spec.amsgrad, where)
     return {
         "lr": float(spec.learning_rate),
-        "betas": (float(spec.b1), float(spec.b2)),
-        "eps": float(spec.eps),
+        "betas": (float(np.asarray(spec.b1)), float(np.asarray(spec.b2))),
+        "eps": float(np.asarray(spec.eps)),
         "weight_decay": float(spec.weight_decay),
         "amsgrad": spec.amsgrad,
         "maximize": spec.maximize,
@@ -293,7 +293,7 @@ def _group_moments(index, group, torch_names, state, names, spec, dtype) -> _tre
             "creates it at the parameter's first gradient, so it would restart at step 1 "
             "where one optax step count per group cannot follow. Give it its own param group."
         )
-    moments = {f: {} for f in fields}
+    moments: dict[str, dict[_tree.Path, np.ndarray]] = {f: {} for f in fields}
     first = {}  # scalar -> (its value, the first param's name)
     for i, name in present:
         entry = state[i]

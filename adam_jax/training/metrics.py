@@ -15,7 +15,7 @@ def chunk_rows(start: int, metrics: dict, n: int, steps_per_epoch: int | None) -
     """
     rows = []
     for i in range(n):
-        row = {"step": start + i + 1}
+        row: dict[str, int | float] = {"step": start + i + 1}
         row |= {k: float(np.asarray(metrics[k][i])) for k in STEP_METRICS if k in metrics}
         if steps_per_epoch is not None:
             row["epoch"] = (start + i) // steps_per_epoch

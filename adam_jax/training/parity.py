@@ -32,7 +32,7 @@ import json
 import os
 import pathlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -71,22 +71,25 @@ MASKS = {"tree": MASK_TREE, "callable": decay_matrices}
 # --- the problem -----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """Initial params, curvatures, centres, scales and noise, float64 NumPy."""
+ArrayT = TypeVar("ArrayT")  # NumPy as made; jax.Array or torch.Tensor after _as_arrays
 
-    p0: dict[str, np.ndarray]
-    a: dict[str, np.ndarray]
-    c: dict[str, np.ndarray]
+
+@dataclasses.dataclass(frozen=True)
+class Problem(Generic[ArrayT]):
+    """Initial params, curvatures, centres, scales and noise, float64 NumPy as made."""
+
+    p0: dict[str, ArrayT]
+    a: dict[str, ArrayT]
+    c: dict[str, ArrayT]
     s: dict[str, float]
-    noise: dict[str, np.ndarray]  # (steps, *shape)
+    noise: dict[str, ArrayT]  # (steps, *shape)
 
     def grad(self, params: dict, noise: dict) -> dict:
         """The gradient at ``params`` for one step's ``noise``, in their array type."""
         return {k: self.s[k] * (self.a[k] * (params[k] - self.c[k]) + noise[k]) for k in params}
 
 
-def make_problem(steps: int, seed: int = 0) -> Problem:
+def make_problem(steps: int, seed: int = 0) -> Problem[np.ndarray]:
     """A random ``Problem`` with ``steps`` steps of noise."""
     rng = np.random.default_rng(seed)
     p0, a, c, noise = {}, {}, {}, {}
@@ -99,7 +102,9 @@ def make_problem(steps: int, seed: int = 0) -> Problem:
     return Problem(p0, a, c, dict(SCALES), noise)
 
 
-def _as_arrays(problem: Problem, convert: Callable[[np.ndarray], Any]) -> Problem:
+def _as_arrays(
+    problem: Problem[np.ndarray], convert: Callable[[np.ndarray], ArrayT]
+) -> Problem[ArrayT]:
     def conv(arrays):
         return {k: convert(v) for k, v in arrays.items()}
 
@@ -448,7 +453,7 @@ def run_torch(
     params = {k: v.clone().requires_grad_(True) for k, v in arr.p0.items()}
     name, kwargs = case.reference
     kwargs = {"eps": EPS, **kwargs, **TORCH_CODE_PATHS[code_path]}
-    groups = [{"params": list(params.values())}]
+    groups: list[dict[str, Any]] = [{"params": list(params.values())}]
     if case.mask is not None:  # PyTorch's way to leave biases undecayed: a param group
         decayed = decay_matrices(params)
         groups = [
@@ -646,14 +651,13 @@ def seed_pytorch(seed: int = 0, steps: int = SEED_STEPS, dtype: str = "float32")
     torch.manual_seed(seed)
     x = torch.randn(n, d_in)
     y = torch.randn(n, d_out)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, d_out)
-    )
+    first, last = torch.nn.Linear(d_in, hidden), torch.nn.Linear(hidden, d_out)
+    model = torch.nn.Sequential(first, torch.nn.ReLU(), last)
     tdtype = getattr(torch, dtype)
-    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)
-    saved = {"x": x, "y": y, "w1": model[0].weight, "b1": model[0].bias}
-    saved |= {"w2": model[2].weight, "b2": model[2].bias}
-    saved = {k: v.detach().numpy().copy() for k, v in saved.items()}
+    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)  # .to casts first and last too
+    tensors = {"x": x, "y": y, "w1": first.weight, "b1": first.bias}
+    tensors |= {"w2": last.weight, "b2": last.bias}
+    saved = {k: v.detach().numpy().copy() for k, v in tensors.items()}
 
     loss_fn = torch.nn.MSELoss(reduction="sum")
     optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR, amsgrad=True, eps=SEED_EPS)
@@ -676,7 +680,7 @@ def train_py_losses(npz: os.PathLike, out_dir: os.PathLike, *flags: str) -> np.n
     """
     from adam_jax.training import cli
 
-    x64 = jax.config.jax_enable_x64
+    x64 = jax.config.read("jax_enable_x64")
     try:
         rc = cli.main(["--init-from", str(npz), "--out", str(out_dir), "--quiet", *flags])
     finally:
