@@ -440,7 +440,9 @@ def train(config, argv: list) -> int:
     like = state
     if mesh is not None:
         layout = distributed.fsdp_shardings if config.fsdp else distributed.replicated_shardings
-        shardings = layout(state, mesh)
+        # The data key's two words are one key: never split.
+        key_sharding = distributed.replicated_shardings(state.data_key, mesh)
+        shardings = layout(state, mesh)._replace(data_key=key_sharding)
         state = distributed.place(state, shardings)
         like = distributed.checkpoint_target(state, shardings)
         data = (problem.train, problem.test)  # whole on every device; steps split the batch
