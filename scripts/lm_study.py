@@ -12,7 +12,6 @@ docs/img/lm_loss.png; docs/training.md and docs/epsilon.md report them.
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -61,13 +60,6 @@ def make_optimizer(name: str, schedule):
     return getattr(adam_jax, name)(schedule, eps=EPS)
 
 
-def eps_report(opt_state, optimizer):
-    """adam_jax.epsilon_report, per leaf, in whichever signature this adam_jax has."""
-    if "optimizer" in inspect.signature(adam_jax.epsilon_report).parameters:
-        return adam_jax.epsilon_report(opt_state, optimizer, per_leaf=True)
-    return adam_jax.epsilon_report(opt_state, EPS, convention="pytorch", per_leaf=True)
-
-
 def run(name: str, problem, args) -> dict:
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, WARMUP, args.steps)
     optimizer = make_optimizer(name, schedule)
@@ -90,7 +82,7 @@ def run(name: str, problem, args) -> dict:
         params, opt_state = carry
         logits = nnx.merge(graphdef, params)(problem.test["x"]).astype(jnp.float32)
         test = problem.test_metrics(logits, problem.test["y"])
-        report = eps_report(opt_state, optimizer) if with_eps else None
+        report = adam_jax.epsilon_report(opt_state, optimizer, per_leaf=True) if with_eps else None
         return carry, losses, test, report
 
     params = jax.tree.map(jnp.copy, problem.params)  # the chunk donates its carry
