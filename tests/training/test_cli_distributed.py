@@ -20,6 +20,7 @@ from adam_jax.training import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(ROOT, "scripts", "launch.py")
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
+SEED_PYTORCH = os.path.join(ROOT, "scripts", "seed_pytorch.py")
 STEPS, HALF = 100, 50
 SEED = ["--steps", str(STEPS), "--log-every", "25", "--quiet"]
 # Runs in one process, in order: name -> argv (--out added). The resumed runs start from a
@@ -75,8 +76,18 @@ def relative(a, b) -> float:
 def runs(tmp_path_factory):
     """Every run of RUNS and RESUMED in one 8-device process: name -> run directory."""
     base = tmp_path_factory.mktemp("mesh")
-    dirs = {name: str(base / name) for name in (*RUNS, *RESUMED)}
+    dirs = {name: str(base / name) for name in (*RUNS, *RESUMED, "torch8")}
     argvs = {name: [*argv, "--out", dirs[name]] for name, argv in RUNS.items()}
+    # PyTorch's run of the seed saved at step 250, continued with FSDP on 8 devices.
+    pt, npz = base / "run.pt", base / "run.npz"
+    pytorch = [sys.executable, SEED_PYTORCH, "--dtype", "float64", "--save-at", "250"]
+    pytorch += ["--pt", str(pt), "--out", str(npz), "--quiet"]
+    done = subprocess.run(
+        pytorch, capture_output=True, text=True, env=environment(None) | {"OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    argvs["torch8"] = ["--init-from", str(pt), "--quiet", "--mesh", "8", "--fsdp"]
+    argvs["torch8"] += ["--out", dirs["torch8"]]
     resumed = {name: (dirs[name], flags) for name, flags in RESUMED.items()}
     payload = json.dumps([argvs, resumed, dirs["saved"], STEPS])
     done = subprocess.run(
@@ -89,6 +100,7 @@ def runs(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     codes = json.loads(done.stdout.strip().splitlines()[-1])
     assert codes == dict.fromkeys(codes, 0), codes
+    dirs["pytorch_losses"] = str(npz)
     return dirs
 
 
@@ -117,6 +129,14 @@ def test_digits_on_8_devices(runs):
     summary = json.load(open(os.path.join(runs["digits8"], "summary.json")))
     assert summary["status"] == "completed"
     assert summary["test_accuracy"] >= 0.95
+
+
+def test_pytorch_run_continued_on_8_devices(runs):
+    """--init-from a torch.save checkpoint of step 250 with --mesh 8 --fsdp: PyTorch's own
+    steps 251 to 500."""
+    with np.load(runs["pytorch_losses"]) as saved:
+        reference = saved["losses"][250:]
+    assert relative(losses(runs["torch8"]), reference) <= 1e-10
 
 
 def test_resume_on_the_same_mesh_is_bitwise(runs):
