@@ -202,7 +202,7 @@ def test_eps_sweep_smoke(tmp_path):
     assert sweep.main(argv) == 0
     result = json.loads((tmp_path / "eps_sweep.json").read_text())
     runs = result["runs"]
-    assert len(runs) == 2 * len(sweep.TASKS["digits"]["lrs"])
+    assert len(runs) == 2 * len(sweep.sweep_settings("digits")["lrs"])
     for run in runs:
         assert len(run["dominated_fraction"]) == 20 // sweep.REPORT_EVERY
         assert 0 <= run["test_accuracy"] <= 1 and math.isfinite(run["final_loss"])
