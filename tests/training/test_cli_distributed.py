@@ -9,8 +9,10 @@ always the single-device run of the same flags, read from ``metrics.jsonl``.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -209,3 +211,56 @@ def test_resume_takes_this_commands_placement(tmp_path, capsys):
     assert "argument --lr: cannot change on --resume" in capsys.readouterr().err
     assert cli.main(["--resume", str(out), "--steps", "3", "--quiet", "--mesh", "1"]) == 0
     assert len(losses(out)) == 3
+
+
+def _process(marker: str, process_id: int) -> int | None:
+    """The pid of the train.py process ``process_id`` whose command line holds ``marker``."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        ours = marker in cmdline and "train.py" in cmdline
+        if ours and f"JAX_PROCESS_ID={process_id}" in environ:
+            return int(pid)
+    return None
+
+
+def test_a_dead_process_stops_the_run_which_resumes_elsewhere(runs, tmp_path):
+    """Process 1 of 2 is killed after the first checkpoint: launch.py stops process 0 and
+    names the dead one; the run resumes from its newest checkpoint on one device (this
+    process's)."""
+    out = tmp_path / "killed"
+    argv = ["--steps", "100000", "--log-every", "25", "--ckpt-every", "25", "--quiet"]
+    argv += ["--dtype", "float64", "--mesh", "4", "--fsdp", "--out", str(out)]
+    launch = [sys.executable, LAUNCH, "-n", "2", "--cpu-devices", "2", "--timeout", "300"]
+    launcher = subprocess.Popen(
+        [*launch, "--", sys.executable, TRAIN, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(None),
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoints" / "25").is_dir() and time.monotonic() < deadline:
+            assert launcher.poll() is None, launcher.communicate()
+            time.sleep(0.1)
+        victim = _process(str(out), 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "launch.py: process 1 of 2 exited with status -9" in stderr, stderr[-2000:]
+    kept = max(int(s) for s in os.listdir(out / "checkpoints") if s.isdigit())
+    assert 25 <= kept < STEPS, kept
+    assert cli.main(["--resume", out, "--steps", STEPS, "--quiet"]) == 0
+    resumed = losses(out)
+    assert len(resumed) == STEPS
+    assert relative(resumed, losses(runs["fsdp4_64"])) <= 1e-12
