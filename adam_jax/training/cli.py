@@ -42,10 +42,18 @@ SEED_MAX = 2**31 - 1  # seeds are int32 inside jit
 # never a step's arithmetic (a checkpoint chunk is the same compiled program).
 RESUME_FLAGS = ("--resume", "--steps", "--quiet", "--print-loss", "--ckpt-every")
 RUN_DIR_DESTS = ("resume", "out", "overwrite")  # where a run is, not what it computes
-# Where a run's arrays live: this command's, never the saved run's (a run saved on 8 devices
-# resumes on any number); float32 sums may round differently on another mesh.
-PLACEMENT_DESTS = ("mesh", "fsdp", "coordinator", "num_processes", "process_id")
-PLACEMENT_FLAGS = ("--mesh", "--fsdp", "--coordinator", "--num-processes", "--process-id")
+# Where a run's arrays and processes live, and its watchdog: this command's, never the saved
+# run's (a run saved on 8 devices resumes on any number); float32 sums may round differently
+# on another mesh.
+PLACEMENT_DESTS = ("mesh", "fsdp", "coordinator", "num_processes", "process_id", "watchdog")
+PLACEMENT_FLAGS = (
+    "--mesh",
+    "--fsdp",
+    "--coordinator",
+    "--num-processes",
+    "--process-id",
+    "--watchdog",
+)
 EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md).
 
@@ -59,7 +67,7 @@ DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md)
     train.py --init-from run.pt --dtype float64  # continue a PyTorch run (seed task)
 
 Exit codes: 0 done; 1 stopped early (non-finite loss or state, a failed write);
-2 bad input (one line on stderr, nothing written); 130 Ctrl-C.
+2 bad input (one line on stderr, nothing written); 70 --watchdog fired; 130 Ctrl-C.
 """
 
 
@@ -231,6 +239,13 @@ def build_parser() -> Parser:
     )
     dist.add_argument("--num-processes", type=int_in(1), metavar="P")
     dist.add_argument("--process-id", type=int_in(0), metavar="I")
+    dist.add_argument(
+        "--watchdog",
+        type=float_in(0, math.inf, low_open=True),
+        metavar="S",
+        help="exit with status 70 when no chunk of steps finishes in S seconds (a peer "
+        "process hung); off by default",
+    )
     return p
 
 
@@ -524,7 +539,12 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
     step, t0 = start, time.perf_counter()
     # The host waits for each chunk in a helper thread: the main thread stays
     # free to take Ctrl-C at once, even during a long chunk.
-    with Interrupt() as interrupt, concurrent.futures.ThreadPoolExecutor(1) as waiter:
+    watchdog = distributed.Watchdog(config.watchdog) if config.watchdog else None
+    with (
+        Interrupt() as interrupt,
+        concurrent.futures.ThreadPoolExecutor(1) as waiter,
+        watchdog or contextlib.nullcontext(),
+    ):
         bar = tqdm(
             total=config.steps,
             initial=start,
@@ -538,6 +558,8 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
                 stop = loop.next_stop(step, config.steps, config.log_every, config.ckpt_every)
                 state, chunk, finite = run_chunk(state, problem.train, np.int32(stop - step))
                 chunk, finite = waiter.submit(jax.device_get, (chunk, finite)).result()
+                if watchdog is not None:
+                    watchdog.beat(stop)
                 new = metrics.chunk_rows(step, chunk, stop - step, problem.steps_per_epoch)
                 if not math.isfinite(new[-1]["loss"]):
                     status = f"the loss is {new[-1]['loss']} at step {new[-1]['step']}"

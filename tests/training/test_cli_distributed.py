@@ -229,13 +229,11 @@ def _process(marker: str, process_id: int) -> int | None:
     return None
 
 
-def test_a_dead_process_stops_the_run_which_resumes_elsewhere(runs, tmp_path):
-    """Process 1 of 2 is killed after the first checkpoint: launch.py stops process 0 and
-    names the dead one; the run resumes from its newest checkpoint on one device (this
-    process's)."""
-    out = tmp_path / "killed"
+def _launch_until_checkpoint(out, *flags):
+    """A long 2 x 2 run of train.py into ``out``, once its checkpoint of step 25 is written:
+    (the launcher, the pid of train.py process 1)."""
     argv = ["--steps", "100000", "--log-every", "25", "--ckpt-every", "25", "--quiet"]
-    argv += ["--dtype", "float64", "--mesh", "4", "--fsdp", "--out", str(out)]
+    argv += ["--dtype", "float64", "--mesh", "4", "--fsdp", "--out", str(out), *flags]
     launch = [sys.executable, LAUNCH, "-n", "2", "--cpu-devices", "2", "--timeout", "300"]
     launcher = subprocess.Popen(
         [*launch, "--", sys.executable, TRAIN, *argv],
@@ -244,13 +242,23 @@ def test_a_dead_process_stops_the_run_which_resumes_elsewhere(runs, tmp_path):
         text=True,
         env=environment(None),
     )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "25").is_dir() and time.monotonic() < deadline:
+        if launcher.poll() is not None:
+            raise AssertionError(launcher.communicate())
+        time.sleep(0.1)
+    victim = _process(str(out), 1)
+    assert victim is not None
+    return launcher, victim
+
+
+def test_a_dead_process_stops_the_run_which_resumes_elsewhere(runs, tmp_path):
+    """Process 1 of 2 is killed after the first checkpoint: launch.py stops process 0 and
+    names the dead one; the run resumes from its newest checkpoint on one device (this
+    process's)."""
+    out = tmp_path / "killed"
+    launcher, victim = _launch_until_checkpoint(out)
     try:
-        deadline = time.monotonic() + 240
-        while not (out / "checkpoints" / "25").is_dir() and time.monotonic() < deadline:
-            assert launcher.poll() is None, launcher.communicate()
-            time.sleep(0.1)
-        victim = _process(str(out), 1)
-        assert victim is not None
         os.kill(victim, signal.SIGKILL)
         _, stderr = launcher.communicate(timeout=60)
     finally:
@@ -264,3 +272,20 @@ def test_a_dead_process_stops_the_run_which_resumes_elsewhere(runs, tmp_path):
     resumed = losses(out)
     assert len(resumed) == STEPS
     assert relative(resumed, losses(runs["fsdp4_64"])) <= 1e-12
+
+
+def test_watchdog_stops_a_run_whose_peer_hangs(tmp_path):
+    """Process 1 stopped (SIGSTOP) sends no heartbeats, but JAX waits 100 s to say so;
+    process 0's --watchdog 10 ends it sooner, with one line, and launch.py the run."""
+    out = tmp_path / "hung"
+    launcher, victim = _launch_until_checkpoint(out, "--watchdog", "10")
+    started = time.monotonic()
+    try:
+        os.kill(victim, signal.SIGSTOP)
+        stdout, stderr = launcher.communicate(timeout=90)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert time.monotonic() - started < 60
+    assert "launch.py: process 0 of 2 exited with status 70" in stderr, stderr[-2000:]
+    assert "[p0] adam_jax watchdog: process 0 finished no step for" in stdout, stdout[-2000:]
