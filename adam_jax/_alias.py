@@ -1,8 +1,10 @@
 """The optimizers users call: ``adam``, ``amsgrad``, ``adamw``, ``nadam``.
 
-Each is an explicit signature (``optax.inject_hyperparams`` reads it) over one
-``AdamSpec``; ``tests/test_spec.py`` checks that every argument is a field of
-the spec with the same default, unless the factory's docstring says otherwise.
+Each is an explicit signature (``optax.inject_hyperparams`` reads it) whose
+arguments are passed on, as they are, to one ``AdamSpec`` (``**locals()`` at the
+top of the body: the arguments and nothing else); ``tests/test_spec.py`` checks
+that every argument is a field of the spec with the same default, unless the
+factory's docstring says otherwise.
 """
 
 from collections.abc import Callable
@@ -99,23 +101,7 @@ def adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return adam_optimizer(
-        AdamSpec(
-            learning_rate=learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            amsgrad=amsgrad,
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            mask=mask,
-            maximize=maximize,
-            mu_dtype=mu_dtype,
-            nu_dtype=nu_dtype,
-        )
-    )
+    return adam_optimizer(AdamSpec(**locals()))
 
 
 def amsgrad(
@@ -153,23 +139,7 @@ def amsgrad(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
     """
-    return adam_optimizer(
-        AdamSpec(
-            learning_rate=learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            amsgrad=True,
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            mask=mask,
-            maximize=maximize,
-            mu_dtype=mu_dtype,
-            nu_dtype=nu_dtype,
-        )
-    )
+    return adam_optimizer(AdamSpec(amsgrad=True, **locals()))
 
 
 def adamw(
@@ -205,23 +175,7 @@ def adamw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return adam_optimizer(
-        AdamSpec(
-            learning_rate=learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            amsgrad=amsgrad,
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            mask=mask,
-            maximize=maximize,
-            mu_dtype=mu_dtype,
-            nu_dtype=nu_dtype,
-        )
-    )
+    return adam_optimizer(AdamSpec(decoupled_weight_decay=True, **locals()))
 
 
 def nadam(
@@ -271,21 +225,4 @@ def nadam(
       Dozat, `Incorporating Nesterov Momentum into Adam
       <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016 workshop.
     """
-    return adam_optimizer(
-        AdamSpec(
-            learning_rate=learning_rate,
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            nesterov=True,
-            momentum_decay=momentum_decay,
-            convention=convention,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            mask=mask,
-            maximize=maximize,
-            mu_dtype=mu_dtype,
-            nu_dtype=nu_dtype,
-        )
-    )
+    return adam_optimizer(AdamSpec(nesterov=True, **locals()))

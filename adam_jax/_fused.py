@@ -173,6 +173,9 @@ def fused_adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
+    # The one description, validated once (the arguments, as they are, before any other
+    # local); its optax optimizer gives the state.
+    spec = AdamSpec(**locals())
     module = _kernel_module()
     if module is None:
         raise RuntimeError(
@@ -182,22 +185,6 @@ def fused_adam(
             "optimizer in pure JAX."
         )
     _register(module)
-    # The one description: validated once; its optax optimizer gives the state.
-    spec = AdamSpec(
-        learning_rate=learning_rate,
-        b1=b1,
-        b2=b2,
-        eps=eps,
-        eps_root=eps_root,
-        amsgrad=amsgrad,
-        convention=convention,
-        weight_decay=weight_decay,
-        decoupled_weight_decay=decoupled_weight_decay,
-        mask=mask,
-        maximize=maximize,
-        mu_dtype=mu_dtype,
-        nu_dtype=nu_dtype,
-    )
     reference = spec.optimizer()
     for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
         if dtype is not None and np.dtype(dtype) != np.float32:
