@@ -29,8 +29,9 @@ $(VENV)/.docs: pyproject.toml docs/_ext/package-lock.json | $(VENV)/bin/python
 train: $(VENV)/.train  ## train the seed's MLP (scripts/train.py)
 	$(PY) scripts/train.py $(ARGS)
 
-test: $(VENV)/.test  ## ruff and the test suite
+test: $(VENV)/.test  ## ruff, mypy and the test suite
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 docs: $(VENV)/.docs  ## build the docs site into site/

@@ -527,11 +527,12 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
         gather_params=config.fsdp,
     )
     t0 = time.perf_counter()
-    run_chunk = loop.make_run_chunk(train_step, config.log_every)
-    run_chunk = run_chunk.lower(state, problem.train, np.int32(0)).compile()
-    evaluate = loop.make_evaluate(problem, config.dtype, gather_params=config.fsdp)
-    if evaluate is not None:
-        evaluate = evaluate.lower(state.params, problem.test).compile()
+    jitted_chunk = loop.make_run_chunk(train_step, config.log_every)
+    run_chunk = jitted_chunk.lower(state, problem.train, np.int32(0)).compile()
+    jitted_evaluate = loop.make_evaluate(problem, config.dtype, gather_params=config.fsdp)
+    evaluate = None
+    if jitted_evaluate is not None:
+        evaluate = jitted_evaluate.lower(state.params, problem.test).compile()
     compile_s = time.perf_counter() - t0
 
     from tqdm import tqdm
@@ -662,7 +663,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as e:  # --help
-        return e.code
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
     except KeyboardInterrupt:  # Ctrl-C outside the loop (loading, compiling, summarizing)
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -135,7 +135,7 @@ def make_train_step(
     return train_step
 
 
-def make_run_chunk(train_step: Callable, chunk: int) -> Callable:
+def make_run_chunk(train_step: Callable, chunk: int) -> jax.stages.Wrapped:
     """``run_chunk(state, train, n) -> (state, metrics, finite)``, jitted, ``state`` donated.
 
     Runs the first ``n <= chunk`` steps of a ``lax.scan`` of length ``chunk``
@@ -160,7 +160,9 @@ def make_run_chunk(train_step: Callable, chunk: int) -> Callable:
     return run_chunk
 
 
-def make_evaluate(problem: Problem, loss_dtype, *, gather_params: bool = False) -> Callable | None:
+def make_evaluate(
+    problem: Problem, loss_dtype, *, gather_params: bool = False
+) -> jax.stages.Wrapped | None:
     """``evaluate(params, test) -> {"test_<name>": scalar}``, jitted, from the task's
     ``test_metrics``; ``None`` when the task has no held-out set or metrics.
     ``gather_params``: all-gather FSDP-sharded params first."""

@@ -36,7 +36,7 @@ def _reason(error: OSError) -> str:
 class RunDir:
     """A run directory held by this process: ``RunDir.claim`` it, ``release`` it at the end."""
 
-    def __init__(self, path: str, lock_fd: int):
+    def __init__(self, path: str, lock_fd: int | None):  # None: a process that holds no lock
         self.path = path
         self._lock_fd = lock_fd
 
