@@ -274,8 +274,8 @@ MUTANTS = [
         "adamw-coupled",
         "_alias.py",
         (
-            "            decoupled_weight_decay=True,\n",
-            "            decoupled_weight_decay=False,\n",
+            "AdamSpec(decoupled_weight_decay=True, **locals())",
+            "AdamSpec(decoupled_weight_decay=False, **locals())",
         ),
         ["tests/test_spec.py::test_factory_builds_the_spec_it_advertises", f"{KILLS}::test_mask"],
         "adamw with torch.optim.Adam's coupled decay",
@@ -443,6 +443,16 @@ MUTANTS = [
         ("c(-1.0 if maximize else 1.0)", "c(1.0)"),
         [f"{FUSED}[pytorch-False-none-True-constant]"],
         "fused_adam ignores maximize",
+    ),
+    m(
+        "fused-mask-ignored",
+        "_fused.py",
+        (
+            "decayed = _decayed_leaves(mask, params, treedef) if decays else [False] * n",
+            "decayed = [decays] * n",
+        ),
+        ["tests/test_fused.py::test_masked_weight_decay"],
+        "fused_adam decays the leaves the mask leaves out",
     ),
     m(
         "fused-eps-root-not-passed",
