@@ -581,17 +581,21 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
                 if status != "completed":
                     break
                 if interrupt.requested or step % config.ckpt_every == 0 or step == config.steps:
-                    checkpoint.save(checkpoints, state, rows)
+                    with _stderr_to_devnull():  # orbax's threads, if the write fails
+                        checkpoint.save(checkpoints, state, rows)
                 if interrupt.requested and step < config.steps:
                     status = f"interrupted at step {step}"
                     break
         except OSError as e:
             bar.close()  # before the message, so that it stands on its own line
+            own_stderr = _own_stderr()
             kept = checkpoints.latest_step()
             kept = f"checkpoint of step {kept} kept" if kept is not None else "no checkpoint"
             checkpoint.close(checkpoints)
             print(
-                f"{PROG}: error: stopped at step {step}: cannot write: {e}; {kept}", file=sys.stderr
+                f"{PROG}: error: stopped at step {step}: cannot write: {e}; {kept}",
+                file=own_stderr,
+                flush=True,
             )
             return EXIT_STOPPED
         finally:
@@ -647,6 +651,49 @@ def start_processes(config) -> None:
         distributed.initialize(config.coordinator, config.num_processes, config.process_id)
     except ValueError as e:
         raise ConfigError("--coordinator", str(e)) from e
+
+
+_real_stderr_fd: int | None = None  # fd 2 as it was, while _stderr_to_devnull holds it
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """Discards what is written to stderr (fd 2) inside; restores it unless that raised.
+
+    A checkpoint write that fails (a full disk) cuts off orbax's writer threads, which print
+    asyncio "Event loop is closed" tracebacks before and after the error reaches the
+    program; the program reports the failure itself, in one line (``_own_stderr``), and stops.
+    """
+    global _real_stderr_fd
+    sys.stderr.flush()
+    _real_stderr_fd = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    except OSError:
+        raise  # a failed write: fd 2 stays silenced, the writer threads go on until the exit
+    except BaseException:
+        _restore_stderr()
+        raise
+    _restore_stderr()
+
+
+def _restore_stderr() -> None:
+    global _real_stderr_fd
+    if _real_stderr_fd is not None:
+        sys.stderr.flush()
+        os.dup2(_real_stderr_fd, 2)
+        os.close(_real_stderr_fd)
+        _real_stderr_fd = None
+
+
+def _own_stderr():
+    """A stream to the real stderr, also after a failed ``_stderr_to_devnull`` block."""
+    if _real_stderr_fd is None:
+        return sys.stderr
+    return os.fdopen(os.dup(_real_stderr_fd), "w")
 
 
 def main(argv=None) -> int:

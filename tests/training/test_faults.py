@@ -286,16 +286,10 @@ def test_full_disk_is_one_line_and_whole_metrics(tmp_path, limit, argv):
         text=True,
     )
     assert proc.wait(timeout=120) == 1
-    err = proc.stderr.read().strip().splitlines()
-    ours = [line for line in err if line.startswith("train.py")]
-    assert len(ours) == 1 and "cannot write" in ours[0] and err[-1] == ours[0], err
-    # The only other lines allowed: orbax's writer threads, cut off by the failed write, may
-    # print asyncio's "Event loop is closed" tracebacks (seen under load; not ours to catch).
-    foreign = [line for line in err if line not in ours]
-    assert all(
-        "Traceback" in line or line.startswith("  ") or "RuntimeError: Event loop is closed" in line
-        for line in foreign
-    ), err
+    err = proc.stderr.read().strip()
+    # One line, even when orbax's writer threads, cut off by the failed write, would print
+    # asyncio tracebacks (seen in a CI run under load): the program silences them.
+    assert len(err.splitlines()) == 1 and "cannot write" in err, err
     text = (out / "metrics.jsonl").read_text()
     assert text.endswith("\n")
     steps = [json.loads(line)["step"] for line in text.splitlines()]
