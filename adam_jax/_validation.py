@@ -98,7 +98,7 @@ def check_range(
     inside = low <= x and (x <= high if high_inclusive else x < high)
     if not inside:  # NaN compares false, so it lands here too
         raise ValueError(f"{name} must be in [{low:g}, {high:g}{closing}, got {value!r}.")
-    if math.isfinite(x) and abs(x) > np.finfo(np.float32).max:
+    if math.isfinite(x) and abs(x) > float(np.finfo(np.float32).max):
         raise ValueError(
             f"{name}={value!r} overflows float32 (max {float(np.finfo(np.float32).max):.4g}), "
             "where 16- and 32-bit params compute; use a smaller value."
