@@ -36,6 +36,7 @@ import torch
 
 import adam_jax
 from adam_jax import interop
+from adam_jax.training.parity import seed_torch_steps
 
 N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10
 LR, EPS = 1e-4, 1e-8
@@ -62,19 +63,6 @@ def seed_program(dtype: str):
     model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, amsgrad=True, eps=EPS)
     return model, optimizer, x, y
-
-
-def torch_steps(model, optimizer, x, y, steps: int) -> np.ndarray:
-    """The seed's loop: the loss before each step."""
-    loss_fn = torch.nn.MSELoss(reduction="sum")
-    losses = []
-    for _ in range(steps):
-        loss = loss_fn(model(x), y)
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return np.asarray(losses)
 
 
 # --- JAX ------------------------------------------------------------------------------------------
@@ -105,10 +93,10 @@ def jax_steps(params, tx, opt_state, x, y, steps: int):
 def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
     """PyTorch uninterrupted, PyTorch -> JAX through a checkpoint, JAX -> PyTorch."""
     model, optimizer, x, y = seed_program(dtype)
-    uninterrupted = torch_steps(model, optimizer, x, y, before + after)
+    uninterrupted = seed_torch_steps(model, optimizer, x, y, before + after)
 
     model, optimizer, x, y = seed_program(dtype)
-    first = torch_steps(model, optimizer, x, y, before)
+    first = seed_torch_steps(model, optimizer, x, y, before)
     path = os.path.join(workdir, f"seed_{dtype}.pt")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
     run = interop.torch.load_checkpoint(path, NAME_MAP)
@@ -123,7 +111,7 @@ def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
     model_sd, opt_sd = interop.torch.to_torch(params, state, start.groups, NAME_MAP)
     model.load_state_dict(model_sd)
     optimizer.load_state_dict(opt_sd)
-    jax_to_torch = np.concatenate([first, torch_steps(model, optimizer, x, y, after)])
+    jax_to_torch = np.concatenate([first, seed_torch_steps(model, optimizer, x, y, after)])
 
     scratch, *_ = jax_steps(
         start.params, start.optimizer, start.optimizer.init(start.params), xj, yj, before + after

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from adam_jax.training.parity import SEED_EPS, SEED_LR, seed_pytorch
+from adam_jax.training.parity import SEED_EPS, SEED_LR, seed_pytorch, seed_torch_steps
 
 
 def save_torch_run(saved: dict, steps: int, path: str) -> None:
@@ -47,12 +47,8 @@ def save_torch_run(saved: dict, steps: int, path: str) -> None:
         for layer, (w, b) in ((model[0], ("w1", "b1")), (model[2], ("w2", "b2"))):
             layer.weight.copy_(torch.from_numpy(saved[w]))
             layer.bias.copy_(torch.from_numpy(saved[b]))
-    loss_fn = torch.nn.MSELoss(reduction="sum")
     optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR, amsgrad=True, eps=SEED_EPS)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss_fn(model(x), y).backward()
-        optimizer.step()
+    seed_torch_steps(model, optimizer, x, y, steps)
     torch.save(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "x": x, "y": y}, path
     )

@@ -659,8 +659,16 @@ def seed_pytorch(seed: int = 0, steps: int = SEED_STEPS, dtype: str = "float32")
     tensors |= {"w2": last.weight, "b2": last.bias}
     saved = {k: v.detach().numpy().copy() for k, v in tensors.items()}
 
-    loss_fn = torch.nn.MSELoss(reduction="sum")
     optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR, amsgrad=True, eps=SEED_EPS)
+    saved["losses"] = seed_torch_steps(model, optimizer, x, y, steps).astype(dtype)
+    return saved
+
+
+def seed_torch_steps(model, optimizer, x, y, steps: int) -> np.ndarray:
+    """The seed's PyTorch loop, ``steps`` times: the sum-of-squares loss before each step."""
+    import torch
+
+    loss_fn = torch.nn.MSELoss(reduction="sum")
     losses = []
     for _ in range(steps):
         loss = loss_fn(model(x), y)
@@ -668,8 +676,7 @@ def seed_pytorch(seed: int = 0, steps: int = SEED_STEPS, dtype: str = "float32")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    saved["losses"] = np.asarray(losses, dtype)
-    return saved
+    return np.asarray(losses)
 
 
 def train_py_losses(npz: os.PathLike, out_dir: os.PathLike, *flags: str) -> np.ndarray:
