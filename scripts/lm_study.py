@@ -11,11 +11,9 @@ docs/img/lm_loss.png; docs/training.md and docs/epsilon.md report them.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
+import sys
 import time
 import types
 from functools import partial
@@ -28,6 +26,9 @@ from flax import nnx
 
 import adam_jax
 from adam_jax.training.tasks import lm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench  # noqa: E402  (the benchmarks' shared helper: machine facts)
 
 OPTIMIZERS = ("adam", "amsgrad", "adamw", "adam_atan2")
 EPS = 1e-8  # PyTorch's default, convention "pytorch"
@@ -140,23 +141,6 @@ def summarise_eps(report) -> dict:
     }
 
 
-def machine() -> dict:
-    cpu = platform.machine()
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes"),
-    }
-
-
 def plot(result: dict, path: str) -> None:
     import matplotlib
 
@@ -195,7 +179,7 @@ def main(argv=None) -> None:
     corpus = lm.load_corpus()
     params = jax.tree.leaves(problem.params)
     result = {
-        "machine": machine(),
+        "machine": _bench.machine(),
         "config": {**vars(args), "eps": EPS, "warmup": WARMUP, "schedule": "warmup-cosine"},
         "model": {
             "context": lm.CONTEXT,
