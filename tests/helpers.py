@@ -1,4 +1,7 @@
-"""Problems and runners shared by the core tests."""
+"""Problems, runners and readers shared by the tests."""
+
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -73,3 +76,14 @@ def max_relative_error(actual, expected) -> float:
         err = np.max(np.abs(a - e), axis=1) / np.maximum(np.max(np.abs(e), axis=1), 1e-300)
         worst = max(worst, float(np.max(err)))
     return worst
+
+
+def metrics_rows(run_dir) -> list[dict]:
+    """The rows of a training run's ``metrics.jsonl``, one dict a step."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

@@ -1,7 +1,6 @@
 """scripts/train.py, run in-process through ``main(argv)`` on small step counts."""
 
 import importlib.util
-import json
 import math
 import os
 import pathlib
@@ -9,6 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from tests.helpers import metrics_rows, read_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("flax", reason="scripts/train.py needs the train extra (flax)")
@@ -28,16 +29,6 @@ QUIET = ["--quiet"]
 
 def run(*argv) -> int:
     return train.main([*map(str, argv), *QUIET])
-
-
-def rows(out) -> list:
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def checkpoint_steps(out) -> list:
@@ -64,14 +55,14 @@ def seed_runs(tmp_path_factory):
     flags = ["--log-every", 7, "--ckpt-every", 5]
     assert run("--steps", 20, "--out", a, *flags) == 0
     assert run("--steps", 10, "--out", b, *flags) == 0
-    b_first = rows(b)
+    b_first = metrics_rows(b)
     assert run("--resume", b, "--steps", 20) == 0
     return a, b, b_first
 
 
 def test_seed_writes_every_output_file(seed_runs):
     a, _, _ = seed_runs
-    metrics = rows(a)
+    metrics = metrics_rows(a)
     assert [r["step"] for r in metrics] == list(range(1, 21))
     for r in metrics:
         assert set(r) == {"step", "loss", "lr", "eps_dominated"}
@@ -99,7 +90,9 @@ def test_seed_writes_every_output_file(seed_runs):
 def test_seed_resume_is_bitwise(seed_runs):
     a, b, b_first = seed_runs
     assert [r["step"] for r in b_first] == list(range(1, 11))
-    assert rows(b) == rows(a)  # the seed task has no evaluation rows: every line equal
+    assert metrics_rows(b) == metrics_rows(
+        a
+    )  # the seed task has no evaluation rows: every line equal
     assert read_json(os.path.join(b, "config.json"))["args"]["steps"] == 20
     assert checkpoint_steps(b) == [10, 15, 20]
 
@@ -107,7 +100,7 @@ def test_seed_resume_is_bitwise(seed_runs):
 def test_chunk_length_does_not_change_results(seed_runs, tmp_path):
     a, _, _ = seed_runs
     assert run("--steps", 20, "--out", tmp_path / "c", "--log-every", 3) == 0
-    assert rows(tmp_path / "c") == rows(a)
+    assert metrics_rows(tmp_path / "c") == metrics_rows(a)
 
 
 def _numpy_seed_losses(saved, steps, lr=1e-4, b1=0.9, b2=0.999, eps=1e-8):
@@ -151,7 +144,7 @@ def test_seed_float64_matches_numpy_amsgrad(tmp_path):
     assert run("--init-from", tmp_path / "seed.npz", "--steps", 8, "--out", out) == 0
     config = read_json(out / "config.json")
     assert config["args"]["dtype"] == "float64"  # taken from the file
-    ours = np.array([r["loss"] for r in rows(out)])
+    ours = np.array([r["loss"] for r in metrics_rows(out)])
     np.testing.assert_allclose(ours, _numpy_seed_losses(saved, 8), rtol=1e-10, atol=0)
 
 
@@ -162,14 +155,14 @@ def test_warmup_cosine_learning_rate(tmp_path):
     count = np.arange(steps)  # step t uses the schedule at count t - 1, as optax does
     cosine = 0.5 * peak * (1 + np.cos(np.pi * (count - warmup) / (steps - warmup)))
     expected = np.where(count < warmup, peak * count / warmup, cosine)
-    logged = np.array([r["lr"] for r in rows(tmp_path / "run")])
+    logged = np.array([r["lr"] for r in metrics_rows(tmp_path / "run")])
     np.testing.assert_allclose(logged, expected, rtol=1e-6, atol=1e-6 * peak)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_seed_trains_in_16_bit_compute(tmp_path, dtype):
     assert run("--compute-dtype", dtype, "--steps", 200, "--out", tmp_path / "run") == 0
-    losses = np.array([r["loss"] for r in rows(tmp_path / "run")])
+    losses = np.array([r["loss"] for r in metrics_rows(tmp_path / "run")])
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.01 * losses[0]
     assert read_json(tmp_path / "run" / "config.json")["args"]["param_dtype"] == "float32"
@@ -178,7 +171,7 @@ def test_seed_trains_in_16_bit_compute(tmp_path, dtype):
 def test_16_bit_params_stress_mode(tmp_path):
     argv = ["--param-dtype", "bfloat16", "--mu-dtype", "bfloat16", "--nu-dtype", "float32"]
     assert run(*argv, "--steps", 30, "--out", tmp_path / "run") == 0
-    losses = np.array([r["loss"] for r in rows(tmp_path / "run")])
+    losses = np.array([r["loss"] for r in metrics_rows(tmp_path / "run")])
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
     args = read_json(tmp_path / "run" / "config.json")["args"]
     assert args["compute_dtype"] == "bfloat16"  # follows the params
@@ -186,7 +179,7 @@ def test_16_bit_params_stress_mode(tmp_path):
 
 def test_adam_atan2_logs_no_epsilon_metric(tmp_path):
     assert run("--optimizer", "adam_atan2", "--steps", 5, "--out", tmp_path / "run") == 0
-    metrics = rows(tmp_path / "run")
+    metrics = metrics_rows(tmp_path / "run")
     assert all(set(r) == {"step", "loss", "lr"} for r in metrics)
     assert metrics[-1]["loss"] < metrics[0]["loss"]
 
@@ -197,7 +190,7 @@ def test_default_out_is_runs_task_timestamp(tmp_path, monkeypatch, capsys):
     (out,) = os.listdir(tmp_path / "runs")
     assert out.startswith("seed-")
     assert f"run written to {os.path.join('runs', out)}" in capsys.readouterr().out
-    losses = [r["loss"] for r in rows(tmp_path / "runs" / out)]
+    losses = [r["loss"] for r in metrics_rows(tmp_path / "runs" / out)]
     assert len(losses) == 3 and losses[2] < losses[0]
 
 
@@ -212,11 +205,11 @@ def test_nonfinite_run_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     stopped_at = summary["steps"]
     assert summary["status"] != "completed" and stopped_at < 200
     assert max(checkpoint_steps(out)) == summary["checkpoint_step"] < stopped_at
-    first = rows(out)
+    first = metrics_rows(out)
     # The kept checkpoint is good: resuming it one step reproduces that step bitwise.
     good = summary["checkpoint_step"]
     assert run("--resume", out, "--steps", good + 1) == 0
-    assert rows(out) == first[: good + 1]
+    assert metrics_rows(out) == first[: good + 1]
 
 
 def test_nonfinite_loss_stops_at_that_step(tmp_path, capsys):
@@ -224,7 +217,7 @@ def test_nonfinite_loss_stops_at_that_step(tmp_path, capsys):
     out = tmp_path / "run"
     assert run("--lr", 1e8, "--steps", 10, "--out", out) == 1
     assert "the loss is inf at step 2" in capsys.readouterr().err
-    metrics = rows(out)
+    metrics = metrics_rows(out)
     assert [r["step"] for r in metrics] == [1, 2] and metrics[-1]["loss"] == math.inf
     summary = read_json(out / "summary.json")
     assert summary["steps"] == 2 and summary["checkpoint_step"] is None
@@ -235,7 +228,7 @@ def test_nonfinite_loss_stops_at_that_step(tmp_path, capsys):
 def test_digits_reaches_good_accuracy(tmp_path):
     out = tmp_path / "run"
     assert run("--task", "digits", "--steps", 400, "--log-every", 100, "--out", out) == 0
-    metrics = rows(out)
+    metrics = metrics_rows(out)
     assert len(metrics) == 400
     evals = [r for r in metrics if "test_accuracy" in r]
     assert [r["step"] for r in evals] == [100, 200, 300, 400]
@@ -251,7 +244,7 @@ def test_digits_resume_is_bitwise(tmp_path):
     assert run(*flags, "--steps", 30, "--out", a) == 0
     assert run(*flags, "--steps", 12, "--out", b) == 0
     assert run("--resume", b, "--steps", 30) == 0
-    straight, resumed = rows(a), rows(b)
+    straight, resumed = metrics_rows(a), metrics_rows(b)
     # B also evaluates at its stop, step 12; from step 13 on every line is equal.
     assert resumed[12:] == straight[12:]
     for r, s in zip(resumed[:12], straight[:12], strict=True):
@@ -305,7 +298,7 @@ def test_existing_out_needs_overwrite(tmp_path, capsys):
     assert err.count("argument --out") == 2
     assert snapshot(out) == {"notes.txt": b"mine"}
     assert run("--steps", 2, "--out", out, "--overwrite") == 0
-    assert len(rows(out)) == 2 and (out / "notes.txt").exists()  # only the run's files go
+    assert len(metrics_rows(out)) == 2 and (out / "notes.txt").exists()  # only the run's files go
 
 
 @pytest.fixture(scope="module")
@@ -356,4 +349,4 @@ def test_print_loss_prints_the_seeds_lines(tmp_path, capsys):
     assert run("--steps", 7, "--log-every", 3, "--print-loss", "--out", out) == 0
     printed = [line.split() for line in capsys.readouterr().out.splitlines()[:7]]
     assert [int(t) for t, _ in printed] == list(range(7))  # the seed counts t from 0
-    assert [float(loss) for _, loss in printed] == [row["loss"] for row in rows(out)]
+    assert [float(loss) for _, loss in printed] == [row["loss"] for row in metrics_rows(out)]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from adam_jax.training import cli
+from tests.helpers import metrics_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(ROOT, "scripts", "launch.py")
@@ -66,8 +67,7 @@ def environment(devices: int | None) -> dict:
 
 
 def losses(run_dir) -> np.ndarray:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return np.asarray([json.loads(line)["loss"] for line in f])
+    return np.asarray([row["loss"] for row in metrics_rows(run_dir)])
 
 
 def relative(a, b) -> float:

@@ -16,6 +16,7 @@ pytest.importorskip("flax", reason="adam_jax.training needs the train extra")
 pytest.importorskip("orbax.checkpoint", reason="adam_jax.training needs the train extra")
 
 from adam_jax.training import checkpoint, cli  # noqa: E402
+from tests.helpers import metrics_rows, read_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
@@ -23,16 +24,6 @@ TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
 
 def run(*argv) -> int:
     return cli.main([*map(str, argv), "--quiet"])
-
-
-def rows(out) -> list:
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def one_error_line(capsys, flag: str) -> str:
@@ -133,7 +124,7 @@ def data_files(step_dir) -> list:
 def straight(tmp_path_factory) -> list:
     out = tmp_path_factory.mktemp("straight") / "run"
     assert run("--steps", 8, "--ckpt-every", 2, "--log-every", 2, "--out", out) == 0
-    return rows(out)
+    return metrics_rows(out)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +149,7 @@ def test_damaged_newest_checkpoint_falls_back(finished, straight_rows, tmp_path,
     assert run("--resume", out, "--steps", 8) == 0
     err = capsys.readouterr().err
     assert "checkpoint 6 is damaged" in err and "resuming from checkpoint 4" in err
-    assert rows(out) == straight_rows  # steps 5-8 recomputed from step 4, bit for bit
+    assert metrics_rows(out) == straight_rows  # steps 5-8 recomputed from step 4, bit for bit
     assert (out / "checkpoints-damaged" / "6").is_dir()
 
 
@@ -208,7 +199,7 @@ def test_two_runs_into_one_new_out(tmp_path):
     assert codes == [0, 2], results
     (err,) = [e for rc, e in results if rc == 2]
     assert len(err.strip().splitlines()) == 1 and "--out" in err
-    assert [r["step"] for r in rows(out)] == list(range(1, 41))
+    assert [r["step"] for r in metrics_rows(out)] == list(range(1, 41))
     assert checkpoint.steps_on_disk(out) == [40]
 
 
@@ -236,7 +227,9 @@ def test_a_running_run_owns_its_directory(tmp_path, capsys):
     finally:
         proc.kill()
         proc.wait()
-    assert all(isinstance(r["loss"], float) for r in rows(out))  # the first run's lines, whole
+    assert all(
+        isinstance(r["loss"], float) for r in metrics_rows(out)
+    )  # the first run's lines, whole
 
 
 def test_ctrl_c_stops_at_a_chunk_boundary_and_resumes(tmp_path):
@@ -250,10 +243,10 @@ def test_ctrl_c_stops_at_a_chunk_boundary_and_resumes(tmp_path):
     summary = read_json(out / "summary.json")
     stopped = summary["steps"]
     assert summary["status"] == f"interrupted at step {stopped}" and stopped % 20 == 0
-    assert summary["checkpoint_step"] == stopped == len(rows(out))
+    assert summary["checkpoint_step"] == stopped == len(metrics_rows(out))
     assert (out / "loss.png").stat().st_size > 0
     assert cli.main(["--resume", str(out), "--steps", str(stopped + 20), "--quiet"]) == 0
-    assert [r["step"] for r in rows(out)] == list(range(1, stopped + 21))
+    assert [r["step"] for r in metrics_rows(out)] == list(range(1, stopped + 21))
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from adam_jax.training import cli
+from tests.helpers import metrics_rows
 
 pytest.importorskip("torch")
 
@@ -25,8 +26,7 @@ SAVE_AT, STEPS = 250, 500
 
 
 def losses(run_dir) -> tuple[list, np.ndarray]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = metrics_rows(run_dir)
     return [r["step"] for r in rows], np.asarray([r["loss"] for r in rows])
 
 
