@@ -21,28 +21,27 @@ def _is_traced(value) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def _expected(schedule_ok: bool) -> str:
+    return "a real number" + (
+        " or a schedule (a callable of the step count)" if schedule_ok else ""
+    )
+
+
 def static_value(name: str, value, *, schedule_ok: bool = False) -> float | None:
     """``value`` as a Python float; None when it is traced or (if allowed) a schedule.
 
-    A schedule is called once with step 0, so that one which cannot take a step
-    count, or gives no real number, is refused here rather than at the first step.
-
     Raises:
       TypeError: for anything that is not a real number, a real scalar array,
-        or (with ``schedule_ok``) a callable of the step; bools included.
-      ValueError: for an array that is not a scalar, or a schedule whose value
-        at step 0 is not one.
+        or (with ``schedule_ok``) a callable; bools included.
+      ValueError: for an array that is not a scalar.
     """
     if _is_traced(value):
         return None
-    expected = "a real number"
-    if schedule_ok:
-        expected += " or a schedule (a callable of the step count)"
+    expected = _expected(schedule_ok)
     if callable(value):
         if not schedule_ok:
             raise TypeError(f"{name} must be {expected}, got the callable {value!r}.")
-        _check_schedule(name, value, expected)
-        return None  # its values are checked at step 0 by check_range
+        return None  # a schedule: check_range checks its value at step 0
     if isinstance(value, (bool, np.bool_)) or value is None or isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be {expected}, got {value!r}.")
     if isinstance(value, numbers.Real):
@@ -58,18 +57,21 @@ def static_value(name: str, value, *, schedule_ok: bool = False) -> float | None
     raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.")
 
 
-def _check_schedule(name: str, schedule, expected: str) -> None:
-    """A schedule must map step 0 to a real scalar (its range is checked by the caller)."""
+def _schedule_at_zero(name: str, schedule) -> float | None:
+    """A schedule's value at step 0 (None when traced), called once.
+
+    A callable that cannot take a step count, or gives no real number, is refused here
+    rather than at the first step.
+    """
+    expected = _expected(schedule_ok=True)
     try:
         value = schedule(0)
     except Exception as e:  # noqa: BLE001 - any failure means it is not a schedule
         raise TypeError(
             f"{name} must be {expected}; calling {schedule!r} with step 0 raised {e!r}."
         ) from None
-    if _is_traced(value):
-        return
     try:
-        static_value(f"{name}(0)", value)
+        return static_value(f"{name}(0)", value)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name} must be {expected}; {e}") from None
 
@@ -82,18 +84,25 @@ def check_range(
     high: float = math.inf,
     high_inclusive: bool = False,
     schedule_ok: bool = False,
-) -> None:
+) -> float | None:
     """Raises unless ``low <= value <= high`` (or ``< high``), NaN excluded.
 
-    The default range is ``[0, inf)``: finite and non-negative.
+    The default range is ``[0, inf)``: finite and non-negative. A schedule's value at
+    step 0 is checked in its place. Returns the value as a float (None when traced or a
+    schedule), for the checks that follow.
     """
     x = static_value(name, value, schedule_ok=schedule_ok)
-    if x is None and callable(value):
-        at_zero = value(0)
-        name, x = f"{name}(0)", None if _is_traced(at_zero) else static_value(name, at_zero)
-        value = at_zero
-    if x is None:
-        return
+    if x is None and callable(value) and not _is_traced(value):
+        at_zero = _schedule_at_zero(name, value)
+        if at_zero is not None:
+            _check_interval(f"{name}(0)", at_zero, at_zero, low, high, high_inclusive)
+        return None
+    if x is not None:
+        _check_interval(name, value, x, low, high, high_inclusive)
+    return x
+
+
+def _check_interval(name: str, value, x: float, low, high, high_inclusive) -> None:
     closing = "]" if high_inclusive else ")"
     inside = low <= x and (x <= high if high_inclusive else x < high)
     if not inside:  # NaN compares false, so it lands here too
@@ -111,8 +120,7 @@ def check_decay(name: str, value) -> None:
     ``1 - decay`` must not vanish in the float32 arithmetic of 16- and 32-bit
     params: 0.99999999 is 1.0 in float32, and every step would be ``0/0``.
     """
-    check_range(name, value, high=1.0)
-    x = static_value(name, value)
+    x = check_range(name, value, high=1.0)
     if x is not None and np.float32(x) >= 1:
         raise ValueError(
             f"{name}={value!r} rounds to 1.0 in float32, so 1 - {name} = 0; use at most "
@@ -122,8 +130,7 @@ def check_decay(name: str, value) -> None:
 
 def check_eps(name: str, value) -> None:
     """Raises unless ``value`` is finite, >= 0 and nonzero in float32."""
-    check_range(name, value)
-    x = static_value(name, value)
+    x = check_range(name, value)
     if x is not None and x > 0 and np.float32(x) == 0:
         raise ValueError(
             f"{name}={value!r} rounds to 0 in float32; use 0 or a value of at "
@@ -146,12 +153,6 @@ def check_bool(name: str, value) -> None:
     """
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}.")
-
-
-def check_choice(name: str, value, choices) -> None:
-    """Raises ValueError unless ``value`` is one of ``choices`` (strings)."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}.")
 
 
 def check_dtype(name: str, value) -> None:
@@ -181,22 +182,3 @@ def check_mask(value) -> None:
                 "mask must be None, a callable params -> tree of bools, or a tree of bools; "
                 f"got a tree with the leaf {leaf!r}."
             )
-
-
-def check_moments(b1, b2, amsgrad) -> None:
-    """The arguments every Adam-type direction shares."""
-    check_decay("b1", b1)
-    check_decay("b2", b2)
-    check_bool("amsgrad", amsgrad)
-
-
-def check_epsilons(eps, eps_root) -> None:
-    """Adam's ``eps`` (outside the square root) and ``eps_root`` (inside)."""
-    check_eps("eps", eps)
-    check_range("eps_root", eps_root)
-
-
-def check_optimizer(learning_rate, weight_decay) -> None:
-    """The arguments every optimizer (direction, decay, learning rate) shares."""
-    check_range("learning_rate", learning_rate, schedule_ok=True)
-    check_range("weight_decay", weight_decay, schedule_ok=True)
