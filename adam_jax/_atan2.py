@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from adam_jax import _chain, _validation
+from adam_jax._spec import is_nonzero
 from adam_jax._transform import scale_by_moments
 
 
@@ -212,7 +213,7 @@ def adam_atan2(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
         mask=mask,
-        decays_weights=_chain.is_nonzero(weight_decay),
+        decays_weights=is_nonzero(weight_decay),
     )
 
 

@@ -47,8 +47,3 @@ def adam_optimizer(spec: AdamSpec) -> Optimizer:
         decays_weights=spec.decays_weights,
     )
     return with_spec(tx, spec)
-
-
-def is_nonzero(value) -> bool:
-    """False only for a Python number equal to 0 (see ``AdamSpec.decays_weights``)."""
-    return not (isinstance(value, (int, float)) and value == 0)

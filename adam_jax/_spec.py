@@ -97,8 +97,7 @@ class AdamSpec:
         when they hold 0, so that the chain has the same structure whether
         ``optax.inject_hyperparams`` passes a concrete or a traced value.
         """
-        wd = self.weight_decay
-        return not (isinstance(wd, (int, float)) and wd == 0)
+        return is_nonzero(self.weight_decay)
 
     def replace(self, **changes) -> "AdamSpec":
         """A copy with ``changes``, validated again."""
@@ -109,6 +108,11 @@ class AdamSpec:
         from adam_jax._chain import adam_optimizer  # the chain is built on this module
 
         return adam_optimizer(self)
+
+
+def is_nonzero(value) -> bool:
+    """False only for a Python number equal to 0 (see ``AdamSpec.decays_weights``)."""
+    return not (isinstance(value, (int, float)) and value == 0)
 
 
 class Optimizer(optax.GradientTransformationExtraArgs):
