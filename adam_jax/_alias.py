@@ -1,10 +1,12 @@
 """The optimizers users call: ``adam``, ``amsgrad``, ``adamw``, ``nadam``.
 
-Each is an explicit signature (``optax.inject_hyperparams`` reads it) whose
-arguments are passed on, as they are, to one ``AdamSpec`` (``**locals()`` at the
-top of the body: the arguments and nothing else); ``tests/test_spec.py`` checks
-that every argument is a field of the spec with the same default, unless the
-factory's docstring says otherwise.
+Each is :func:`from_spec` of one ``AdamSpec``: an explicit signature
+(``optax.inject_hyperparams`` reads it) whose arguments are passed on, as they
+are, to the spec (``**locals()`` at the top of the body: the arguments and
+nothing else). ``from_spec`` is one ``optax.chain``: the sign flip, weight decay,
+the direction of :func:`adam_jax.scale_by_adam`, and the learning rate last.
+``tests/test_spec.py`` checks that every argument is a field of the spec with
+the same default, unless the factory's docstring says otherwise.
 """
 
 from collections.abc import Callable
@@ -13,18 +15,96 @@ from typing import TypeAlias
 import jax
 import optax
 
-from adam_jax._chain import adam_optimizer
+from adam_jax import _diagnostics
 from adam_jax._conventions import ConventionName
-from adam_jax._spec import AdamSpec, Optimizer
+from adam_jax._spec import AdamSpec
+from adam_jax._transform import scale_by_spec
 
 Mask: TypeAlias = optax.Params | Callable[[optax.Params], optax.Params] | None
+
+
+class Optimizer(optax.GradientTransformationExtraArgs):
+    """An ``optax.GradientTransformationExtraArgs`` that knows its ``AdamSpec``.
+
+    It is the optax transformation (``init``, ``update``) that
+    :func:`adam_jax.adam`, ``amsgrad``, ``adamw`` and ``nadam`` return; it also
+    carries ``spec``, from which :func:`adam_jax.epsilon_report` reads the
+    settings (pass the optimizer, never eps or the convention by hand).
+    """
+
+    spec: AdamSpec  # set by ``from_spec``; instances of this NamedTuple subclass have a __dict__
+
+    def _replace(self, **changes) -> "Optimizer":
+        """As ``NamedTuple._replace``, keeping ``spec``."""
+        replaced = Optimizer(**{**self._asdict(), **changes})
+        replaced.spec = self.spec
+        return replaced
+
+    def epsilon_report(self, opt_state, *, per_leaf: bool = False) -> dict:
+        """:func:`adam_jax.epsilon_report` of ``opt_state`` for this optimizer."""
+        return _diagnostics.epsilon_report(opt_state, self.spec, per_leaf=per_leaf)
+
+
+def optimizer_chain(
+    direction: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    weight_decay: optax.ScalarOrSchedule,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+    mask: Mask = None,
+    decays_weights: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """``direction`` between the sign flip, weight decay and learning rate.
+
+    ``chain(scale(-1) if maximize, add_decayed_weights if coupled, direction,
+    add_decayed_weights if decoupled, scale_by_learning_rate)``: coupled decay
+    is added to the gradient (as ``torch.optim.Adam``), decoupled decay to the
+    step (as ``torch.optim.AdamW``), and the learning rate is the last link.
+    ``mask`` (a tree of bools or a callable of the params, as optax's) leaves
+    the params where it is False undecayed.
+    """
+    decay = optax.add_decayed_weights(weight_decay, mask)
+    return optax.chain(
+        *([optax.scale(-1.0)] if maximize else []),
+        *([decay] if decays_weights and not decoupled_weight_decay else []),
+        direction,
+        *([decay] if decays_weights and decoupled_weight_decay else []),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def from_spec(spec: AdamSpec) -> Optimizer:
+    """The optax optimizer that ``spec`` describes, carrying ``spec``.
+
+    What :func:`adam_jax.adam` and friends return for the same arguments:
+    ``adam_jax.from_spec(adam_jax.adam(...).spec)`` is the same optimizer.
+
+    Examples:
+      >>> import adam_jax
+      >>> spec = adam_jax.AdamSpec(learning_rate=0.1, amsgrad=True, convention="optax")
+      >>> adam_jax.from_spec(spec).spec == spec
+      True
+    """
+    tx = optimizer_chain(
+        scale_by_spec(spec),
+        spec.learning_rate,
+        weight_decay=spec.weight_decay,
+        decoupled_weight_decay=spec.decoupled_weight_decay,
+        maximize=spec.maximize,
+        mask=spec.mask,
+        decays_weights=spec.decays_weights,
+    )
+    optimizer = Optimizer(tx.init, tx.update)
+    optimizer.spec = spec
+    return optimizer
 
 
 def adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
@@ -51,13 +131,16 @@ def adam(
         \quad \text{(last term: decoupled weight decay only, as AdamW)}
 
     The updates :math:`u_t` are added with ``optax.apply_updates``. The default
-    ``convention="pytorch"`` is ``torch.optim.Adam(..., amsgrad=amsgrad)``.
+    ``convention="pytorch"`` is ``torch.optim.Adam(..., amsgrad=amsgrad)``. A
+    convention brings its framework's defaults too: ``eps`` left as None is
+    1e-7 with ``"keras"`` (``keras.optimizers.Adam``) and 1e-8 otherwise.
 
     Args:
       learning_rate: :math:`\eta`, finite, >= 0, or a schedule ``count -> lr``.
       b1: decay of the first moment, in [0, 1) (and below 1 in float32).
       b2: decay of the second moment, in [0, 1) (and below 1 in float32).
-      eps: added to the denominator's square root; finite, >= 0.
+      eps: added to the denominator's square root; finite, >= 0; None for the
+        convention's framework default (1e-7 for ``"keras"``, else 1e-8).
       eps_root: added inside the square root; finite, >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
       convention: ``"pytorch"``, ``"optax"``, ``"keras"`` or ``"paper"``.
@@ -101,14 +184,14 @@ def adam(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return adam_optimizer(AdamSpec(**locals()))
+    return from_spec(AdamSpec(**locals()))
 
 
 def amsgrad(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     convention: ConventionName = "pytorch",
@@ -139,17 +222,17 @@ def amsgrad(
       Reddi, Kale & Kumar, `On the Convergence of Adam and Beyond
       <https://openreview.net/forum?id=ryQu7f-RZ>`_, ICLR 2018.
     """
-    return adam_optimizer(AdamSpec(amsgrad=True, **locals()))
+    return from_spec(AdamSpec(amsgrad=True, **locals()))
 
 
 def adamw(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
-    weight_decay: optax.ScalarOrSchedule = 1e-2,
+    weight_decay: optax.ScalarOrSchedule | None = None,
     amsgrad: bool = False,
     convention: ConventionName = "pytorch",
     mask: Mask = None,
@@ -159,9 +242,12 @@ def adamw(
 ) -> Optimizer:
     r"""AdamW: :func:`adam_jax.adam` with decoupled weight decay.
 
-    :math:`u_t = -\eta_t (s_t + \lambda p_{t-1})`, with ``weight_decay``
-    :math:`\lambda` = 1e-2 by default, as ``torch.optim.AdamW``. Arguments as
-    :func:`adam_jax.adam`.
+    :math:`u_t = -\eta_t (s_t + \lambda p_{t-1})`. ``weight_decay``
+    :math:`\lambda` left as None is the convention's framework default: 1e-2
+    (``"pytorch"``, ``torch.optim.AdamW``; and ``"paper"``), 1e-4 (``"optax"``,
+    ``optax.adamw``) or 4e-3 (``"keras"``, ``keras.optimizers.AdamW``), so that
+    ``adamw(lr, convention=c)`` is that framework's ``AdamW(lr)``. Other
+    arguments as :func:`adam_jax.adam`.
 
     Examples:
       >>> import jax.numpy as jnp, optax, adam_jax
@@ -175,14 +261,14 @@ def adamw(
       Loshchilov & Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
-    return adam_optimizer(AdamSpec(decoupled_weight_decay=True, **locals()))
+    return from_spec(AdamSpec(decoupled_weight_decay=True, **locals()))
 
 
 def nadam(
-    learning_rate: optax.ScalarOrSchedule = 2e-3,
+    learning_rate: optax.ScalarOrSchedule | None = None,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     momentum_decay: jax.typing.ArrayLike | None = None,
@@ -210,8 +296,10 @@ def nadam(
       (:math:`\mu_t = \beta_1`); ``momentum_decay`` must be None.
     - ``"paper"``: Dozat's :math:`\psi = 0.004` (:math:`0.96^{t/250}`), as PyTorch.
 
-    The default learning rate is 2e-3, ``torch.optim.NAdam``'s; the other
-    arguments are :func:`adam_jax.adam`'s (there is no AMSGrad NAdam).
+    ``learning_rate`` left as None is the convention's framework default: 2e-3
+    (``torch.optim.NAdam``, and ``"paper"`` and ``"optax"``, whose ``optax.nadam``
+    has none) or 1e-3 (``keras.optimizers.Nadam``). The other arguments are
+    :func:`adam_jax.adam`'s (there is no AMSGrad NAdam).
 
     Examples:
       >>> import jax.numpy as jnp, optax, adam_jax
@@ -225,4 +313,4 @@ def nadam(
       Dozat, `Incorporating Nesterov Momentum into Adam
       <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016 workshop.
     """
-    return adam_optimizer(AdamSpec(nesterov=True, **locals()))
+    return from_spec(AdamSpec(nesterov=True, **locals()))

@@ -6,9 +6,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _chain, _validation
-from adam_jax._spec import is_nonzero
-from adam_jax._transform import scale_by_moments
+from adam_jax import _validation
+from adam_jax._alias import optimizer_chain
+from adam_jax._transform import BiasCorrections, Direction, LeafMoments, scale_by_moments
+
+
+class Atan2Coefficients(NamedTuple):
+    """The scalars of one Adam-atan2 step."""
+
+    before_max: jax.Array  # 1: AMSGrad's maximum is over the raw v, as torch's
+    bc1: jax.Array  # c_1 = 1 - b1^t
+    bc2: jax.Array  # c_2 = 1 - b2^t
 
 
 def scale_by_adam_atan2(
@@ -94,13 +102,14 @@ def scale_by_adam_atan2(
     _validation.check_positive("a", a)
     _validation.check_positive("b", b)
 
-    def scalars(bc1, bc2, count, mu_product):
-        del count, mu_product
-        return _Atan2Scalars(jnp.ones_like(bc1), bc1, bc2)
+    def coefficients(corrections: BiasCorrections) -> Atan2Coefficients:
+        one = jnp.ones_like(corrections.first)
+        return Atan2Coefficients(before_max=one, bc1=corrections.first, bc2=corrections.second)
 
-    def direction(m, r, g, k, c):
-        del g
-        step = c(a) * jnp.arctan2(m / c(k.bc1), c(b) * jnp.sqrt(r / c(k.bc2)))
+    def step(moments: LeafMoments, k: Atan2Coefficients) -> jax.Array:
+        m, r = moments.first, moments.second
+        scale_a, scale_b = jnp.asarray(a, r.dtype), jnp.asarray(b, r.dtype)
+        step = scale_a * jnp.arctan2(m / k.bc1, scale_b * jnp.sqrt(r / k.bc2))
         # atan2(inf, inf) = pi/4 would hide an infinite gradient: 0 * m is 0 for a
         # finite first moment and NaN for an infinite or NaN one, which it then shows.
         return step + 0 * m
@@ -108,11 +117,10 @@ def scale_by_adam_atan2(
     moments = scale_by_moments(
         b1,
         b2,
+        Direction(coefficients, step),
         amsgrad=amsgrad,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
-        scalars=scalars,
-        direction=direction,
     )
 
     def init_fn(params):
@@ -124,12 +132,6 @@ def scale_by_adam_atan2(
         return moments.update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
-
-
-class _Atan2Scalars(NamedTuple):
-    before_max: jax.Array  # 1: AMSGrad's maximum is over the raw v, as torch
-    bc1: jax.Array
-    bc2: jax.Array
 
 
 def adam_atan2(
@@ -204,7 +206,7 @@ def adam_atan2(
     _validation.check_bool("decoupled_weight_decay", decoupled_weight_decay)
     _validation.check_bool("maximize", maximize)
     _validation.check_mask(mask)
-    return _chain.optimizer_chain(
+    return optimizer_chain(
         scale_by_adam_atan2(
             b1, b2, a=a, b=b, amsgrad=amsgrad, mu_dtype=mu_dtype, nu_dtype=nu_dtype
         ),
@@ -213,7 +215,7 @@ def adam_atan2(
         decoupled_weight_decay=decoupled_weight_decay,
         maximize=maximize,
         mask=mask,
-        decays_weights=is_nonzero(weight_decay),
+        decays_weights=not _validation.is_static_zero(weight_decay),
     )
 
 

@@ -66,7 +66,11 @@ ConventionName = Literal["pytorch", "optax", "keras", "paper"]
 
 
 class Convention(NamedTuple):
-    """One row of the conventions table (see the module docstring)."""
+    """One row of the conventions table (see the module docstring).
+
+    The first five fields change the arithmetic; the ``default_*`` fields are the
+    framework's defaults, which the factories use for arguments left as None.
+    """
 
     name: str
     max_of_corrected: bool
@@ -74,23 +78,62 @@ class Convention(NamedTuple):
     amsgrad_bias_correction: bool
     complex_as_real: bool
     nadam_momentum_decay: float | None
+    default_eps: float
+    default_adamw_weight_decay: float
+    default_nadam_learning_rate: float
     reference: str
 
 
 CONVENTIONS: dict[str, Convention] = {
-    c.name: c
-    for c in (
-        Convention("pytorch", False, False, True, True, 4e-3, "torch.optim.Adam / AdamW / NAdam"),
-        Convention("optax", True, False, True, False, None, "optax.adam / amsgrad / adamw / nadam"),
-        Convention("keras", False, True, True, False, 1.0, "keras.optimizers.Adam / AdamW / Nadam"),
+    row.name: row
+    for row in (
         Convention(
-            "paper",
-            False,
-            False,
-            False,
-            False,
-            4e-3,
-            "Kingma & Ba (2015) Alg. 1; Reddi et al. (2018) Alg. 2; Dozat (2016)",
+            name="pytorch",
+            max_of_corrected=False,
+            epsilon_hat=False,
+            amsgrad_bias_correction=True,
+            complex_as_real=True,
+            nadam_momentum_decay=4e-3,
+            default_eps=1e-8,
+            default_adamw_weight_decay=1e-2,
+            default_nadam_learning_rate=2e-3,
+            reference="torch.optim.Adam / AdamW / NAdam",
+        ),
+        Convention(
+            name="optax",
+            max_of_corrected=True,
+            epsilon_hat=False,
+            amsgrad_bias_correction=True,
+            complex_as_real=False,
+            nadam_momentum_decay=None,
+            default_eps=1e-8,
+            default_adamw_weight_decay=1e-4,
+            default_nadam_learning_rate=2e-3,  # optax.nadam has none: PyTorch's
+            reference="optax.adam / amsgrad / adamw / nadam",
+        ),
+        Convention(
+            name="keras",
+            max_of_corrected=False,
+            epsilon_hat=True,
+            amsgrad_bias_correction=True,
+            complex_as_real=False,
+            nadam_momentum_decay=1.0,
+            default_eps=1e-7,
+            default_adamw_weight_decay=4e-3,
+            default_nadam_learning_rate=1e-3,
+            reference="keras.optimizers.Adam / AdamW / Nadam",
+        ),
+        Convention(
+            name="paper",
+            max_of_corrected=False,
+            epsilon_hat=False,
+            amsgrad_bias_correction=False,
+            complex_as_real=False,
+            nadam_momentum_decay=4e-3,
+            default_eps=1e-8,
+            default_adamw_weight_decay=1e-2,  # the papers give none: PyTorch's
+            default_nadam_learning_rate=2e-3,
+            reference="Kingma & Ba (2015) Alg. 1; Reddi et al. (2018) Alg. 2; Dozat (2016)",
         ),
     )
 }
@@ -104,11 +147,12 @@ def get_convention(name: str) -> Convention:
 
 
 class StepCoefficients(NamedTuple):
-    """Scalars of one step, computed once per step in float32 or wider.
+    """The scalars of one step, computed once per step in float32 or wider.
 
     ``step = (numerator * m + gradient * g) / (sqrt(r * inside + eps_root) + eps)``,
     where ``gradient`` is None (no term) except for NAdam, and ``before_max``
-    scales :math:`v_t` before AMSGrad's maximum (1 or 1/c2).
+    scales :math:`v_t` before AMSGrad's maximum (1, or :math:`1/c_2` where the
+    convention takes the maximum of the bias-corrected moment).
     """
 
     numerator: jax.Array
@@ -125,20 +169,20 @@ def step_coefficients(
     Args:
       convention: a row of ``CONVENTIONS``.
       amsgrad: whether the second moment is AMSGrad's running maximum.
-      bc1: :math:`1 - \\beta_1^t`, in float32 or wider.
-      bc2: :math:`1 - \\beta_2^t`, in float32 or wider.
+      bc1: :math:`c_1 = 1 - \\beta_1^t`, in float32 or wider.
+      bc2: :math:`c_2 = 1 - \\beta_2^t`, in float32 or wider.
 
     Returns:
       The ``StepCoefficients`` of this step, scalars of ``bc1``'s dtype.
     """
     one = jnp.ones_like(bc1)
     if amsgrad and not convention.amsgrad_bias_correction:
-        return StepCoefficients(one, one, one)
+        return StepCoefficients(numerator=one, inside=one, before_max=one)
     if convention.epsilon_hat:
-        return StepCoefficients(jnp.sqrt(bc2) / bc1, one, one)
+        return StepCoefficients(numerator=jnp.sqrt(bc2) / bc1, inside=one, before_max=one)
     if amsgrad and convention.max_of_corrected:
-        return StepCoefficients(1 / bc1, one, 1 / bc2)
-    return StepCoefficients(1 / bc1, 1 / bc2, one)
+        return StepCoefficients(numerator=1 / bc1, inside=one, before_max=1 / bc2)
+    return StepCoefficients(numerator=1 / bc1, inside=1 / bc2, before_max=one)
 
 
 def nadam_momentum(b1, momentum_decay, count: jax.Array, dtype) -> jax.Array:
@@ -179,9 +223,14 @@ def nadam_coefficients(
     if mu_product is None:  # constant momentum: the products are powers of b1
         b1_ = jnp.asarray(b1, dtype)
         next_bc1 = 1 - b1_ ** (count.astype(dtype) + 1)
-        return StepCoefficients(mu_next / next_bc1, 1 / bc2, one, (1 - mu) / bc1)
+        return StepCoefficients(
+            numerator=mu_next / next_bc1, inside=1 / bc2, before_max=one, gradient=(1 - mu) / bc1
+        )
     return StepCoefficients(
-        mu_next / (1 - mu_product * mu_next), 1 / bc2, one, (1 - mu) / (1 - mu_product)
+        numerator=mu_next / (1 - mu_product * mu_next),
+        inside=1 / bc2,
+        before_max=one,
+        gradient=(1 - mu) / (1 - mu_product),
     )
 
 

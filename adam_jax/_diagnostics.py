@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _conventions, _numerics
-from adam_jax._spec import AdamSpec, Optimizer
+from adam_jax import _numerics
+from adam_jax._conventions import StepCoefficients, get_convention, step_coefficients
+from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 
 QUANTILES = (0.01, 0.5, 0.99)
@@ -53,9 +54,9 @@ def sqrt_terms(state: ScaleByAdamState, spec: AdamSpec, *, b2=None, eps_root=Non
     bc2 = _numerics.bias_correction(b2, count, dtype)
     one = jnp.ones_like(bc2)
     if spec.nesterov:
-        coef = _conventions.StepCoefficients(one, 1 / bc2, one)
+        coef = StepCoefficients(numerator=one, inside=1 / bc2, before_max=one)
     else:
-        coef = _conventions.step_coefficients(spec.row, amsgrad, one, bc2)
+        coef = step_coefficients(get_convention(spec.convention), amsgrad, one, bc2)
 
     def term(r):
         if jnp.iscomplexobj(r):  # the moments of the real and imaginary parts
@@ -108,7 +109,7 @@ def _injected(opt_state) -> dict:
 
 def epsilon_report(
     opt_state: optax.OptState,
-    optimizer: "Optimizer | AdamSpec",
+    optimizer: Any,
     *,
     eps: jax.typing.ArrayLike | None = None,
     per_leaf: bool = False,
@@ -128,7 +129,9 @@ def epsilon_report(
       opt_state: a state holding one adam_jax ``ScaleByAdamState``, anywhere
         inside ``optax.chain``, ``inject_hyperparams``, ``MultiSteps`` or
         ``apply_if_finite`` states.
-      optimizer: the adam_jax optimizer that made the state (or its ``spec``).
+      optimizer: the adam_jax optimizer that made the state (an
+        ``adam_jax.Optimizer``, a ``FusedAdam``: anything with its ``spec``), or
+        that ``AdamSpec``.
       eps: a what-if epsilon to compare with instead of the optimizer's (e.g. to
         sweep epsilon over one state); None for the optimizer's.
       per_leaf: also return the same statistics for each leaf, under

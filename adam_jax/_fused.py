@@ -9,8 +9,6 @@ adam_jax and tracing a step never run a compiler. ``adam_jax.adam`` stays the re
 the default: ``fused_adam`` is the same optimizer, with the same state, bit for bit.
 """
 
-import functools
-import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,34 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental.custom_partitioning import (
-    ArrayMapping,
-    SdyShardingRule,
-    custom_partitioning,
-)
-from jax.sharding import NamedSharding, PartitionSpec
 
-from adam_jax import _conventions, _numerics
-from adam_jax._conventions import ConventionName
+from adam_jax import _ffi, _numerics
+from adam_jax._alias import from_spec
+from adam_jax._conventions import ConventionName, get_convention, step_coefficients
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
-
-_TARGET = "adam_jax_step"
-
-
-@functools.cache
-def _kernel_module():
-    """The extension module built at install time, or None where it was not built."""
-    try:
-        return importlib.import_module("adam_jax._adam_step")
-    except ImportError:
-        return None
-
-
-@functools.cache
-def _register(module) -> None:
-    """Registers the kernel with XLA, once per process."""
-    jax.ffi.register_ffi_target(_TARGET, module.handler, platform="cpu")
 
 
 def fused_available() -> bool:
@@ -67,26 +43,37 @@ def fused_available() -> bool:
       JAX, `Foreign function interface (FFI)
       <https://docs.jax.dev/en/latest/ffi.html>`_, 2024.
     """
-    return _kernel_module() is not None
+    return _ffi.kernel_module() is not None
 
 
 class FusedAdam(NamedTuple):
     """A fused Adam optimizer: ``init(params) -> state``, ``step(params, grads, state)``.
 
     ``spec`` is the ``AdamSpec`` it is derived from, the same as that of the pure-JAX
-    optimizer ``spec.optimizer()``, whose state it shares.
+    optimizer ``adam_jax.from_spec(spec)``, whose state it shares.
     """
 
     init: Callable[[optax.Params], optax.OptState]
     step: Callable[[optax.Params, optax.Updates, optax.OptState], tuple[optax.Params, Any]]
     spec: AdamSpec
 
+    @property
+    def update(self):
+        """Not an optax ``update``: raises, pointing to ``step`` (see :func:`fused_adam`)."""
+        raise TypeError(
+            "fused_adam(...) is not an optax GradientTransformation: it applies the update to "
+            "the params itself, so optax.chain, optax.MultiSteps or flax.nnx.Optimizer cannot "
+            "call it. Call its .step(params, grads, state) under jax.jit (it returns the new "
+            "params and state), or use adam_jax.adam(...), the same optimizer as an optax "
+            "transformation."
+        )
+
 
 def fused_adam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
@@ -132,7 +119,8 @@ def fused_adam(
       learning_rate: :math:`\eta`, >= 0, or a schedule ``count -> lr``.
       b1: decay of the first moment, in [0, 1).
       b2: decay of the second moment, in [0, 1).
-      eps: added to the denominator's square root; finite, >= 0.
+      eps: added to the denominator's square root; finite, >= 0; None for the
+        convention's framework default (1e-7 for ``"keras"``, else 1e-8).
       eps_root: added inside the square root; >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
       convention: ``"pytorch"``, ``"optax"``, ``"keras"`` or ``"paper"``.
@@ -150,7 +138,7 @@ def fused_adam(
       A ``FusedAdam``: ``init(params)`` gives the state of
       ``adam_jax.adam(...same arguments...)``, ``step(params, grads, state)`` gives the
       new ``(params, state)``, and ``spec`` is the ``AdamSpec`` both are derived from
-      (``spec.optimizer()`` is the pure-JAX optimizer with the same state).
+      (``adam_jax.from_spec(spec)`` is the pure-JAX optimizer with the same state).
 
     Examples:
       >>> import jax, jax.numpy as jnp, adam_jax
@@ -176,7 +164,7 @@ def fused_adam(
     # The one description, validated once (the arguments, as they are, before any other
     # local); its optax optimizer gives the state.
     spec = AdamSpec(**locals())
-    module = _kernel_module()
+    module = _ffi.kernel_module()
     if module is None:
         raise RuntimeError(
             "fused_adam's kernel was not built when adam_jax was installed (no working C++17 "
@@ -184,15 +172,14 @@ def fused_adam(
             "a compiler (g++ or clang++) on the PATH to get it, or use adam_jax.adam: the same "
             "optimizer in pure JAX."
         )
-    _register(module)
-    reference = spec.optimizer()
+    _ffi.register(module)
+    reference = from_spec(spec)
     for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
         if dtype is not None and np.dtype(dtype) != np.float32:
             raise TypeError(
                 f"fused_adam stores its moments in float32 only, got {name}={dtype!r}; "
                 "use None or float32, or adam_jax.adam for other dtypes."
             )
-    conv = spec.row
     decays = spec.decays_weights
 
     def init_fn(params):
@@ -209,13 +196,13 @@ def fused_adam(
                     f"{name}'s tree does not match the params' tree: got "
                     f"{jax.tree.structure(tree)}, expected {treedef}."
                 )
-        if amsgrad and adam_state.nu_max is None:
+        if spec.amsgrad and adam_state.nu_max is None:
             raise ValueError(
                 "amsgrad=True needs a state with nu_max; use this optimizer's init (or "
                 "adam_jax.adam's with amsgrad=True)."
             )
         trees = [params, grads, adam_state.mu, adam_state.nu]
-        trees += [adam_state.nu_max] if amsgrad else []
+        trees += [adam_state.nu_max] if spec.amsgrad else []
         names = ("params", "grads", "mu", "nu", "nu_max")
         arrays = [treedef.flatten_up_to(t) for t in trees]
         _check_platform(arrays[0])
@@ -231,21 +218,21 @@ def fused_adam(
 
         f32 = jnp.float32
         count = _numerics.safe_increment(adam_state.count)
-        k = _conventions.step_coefficients(
-            conv,
-            amsgrad,
-            _numerics.bias_correction(b1, count, f32),
-            _numerics.bias_correction(b2, count, f32),
+        k = step_coefficients(
+            get_convention(spec.convention),
+            spec.amsgrad,
+            _numerics.bias_correction(spec.b1, count, f32),
+            _numerics.bias_correction(spec.b2, count, f32),
         )
         # As optax.scale_by_learning_rate: -1 * lr, the schedule at its own count.
-        if callable(learning_rate):
-            neg_lr = -1 * learning_rate(links.lr_count)
+        if callable(spec.learning_rate):
+            neg_lr = -1 * spec.learning_rate(links.lr_count)
         else:
-            neg_lr = -1 * learning_rate
-        if callable(weight_decay):
-            wd = weight_decay(links.wd_count)
+            neg_lr = -1 * spec.learning_rate
+        if callable(spec.weight_decay):
+            wd = spec.weight_decay(links.wd_count)
         else:
-            wd = weight_decay if decays else 0.0
+            wd = spec.weight_decay if decays else 0.0
         c = lambda x: jnp.asarray(x, f32)  # noqa: E731
         scalars = jnp.stack(
             [
@@ -253,28 +240,29 @@ def fused_adam(
                 c(k.numerator),
                 c(k.inside),
                 c(k.before_max),
-                c(b1),
-                1 - c(b1),
-                c(b2),
-                1 - c(b2),
-                c(eps),
-                c(eps_root),
-                c(wd) if not decoupled_weight_decay else c(0.0),
-                c(wd) if decoupled_weight_decay else c(0.0),
-                c(-1.0 if maximize else 1.0),
+                c(spec.b1),
+                1 - c(spec.b1),
+                c(spec.b2),
+                1 - c(spec.b2),
+                c(spec.eps),
+                c(spec.eps_root),
+                c(wd) if not spec.decoupled_weight_decay else c(0.0),
+                c(wd) if spec.decoupled_weight_decay else c(0.0),
+                c(-1.0 if spec.maximize else 1.0),
             ]
         )
         n = len(arrays[0])
-        decayed = _decayed_leaves(mask, params, treedef) if decays else [False] * n
+        decayed = _decayed_leaves(spec.mask, params, treedef) if decays else [False] * n
         outputs = [[None] * n for _ in range(len(arrays) - 1)]  # p, m, v (, v_max)
         for decay in sorted(set(decayed)):  # one kernel call per kind of leaf
             idx = [i for i in range(n) if decayed[i] == decay]
-            options = _Options(
-                amsgrad=amsgrad,
-                coupled=decay and not decoupled_weight_decay,
-                decoupled=decay and decoupled_weight_decay,
+            options = _ffi.KernelOptions(
+                amsgrad=spec.amsgrad,
+                coupled=decay and not spec.decoupled_weight_decay,
+                decoupled=decay and spec.decoupled_weight_decay,
             )
-            part = _call_kernel(scalars, [[leaves[i] for i in idx] for leaves in arrays], options)
+            leaves_of_kind = [[leaves[i] for i in idx] for leaves in arrays]
+            part = _ffi.call_kernel(scalars, leaves_of_kind, options)
             for kind, out in enumerate(outputs):
                 for j, i in enumerate(idx):
                     out[i] = part[kind * len(idx) + j]
@@ -283,7 +271,7 @@ def fused_adam(
             count=count,
             mu=new_m,
             nu=new_v,
-            nu_max=treedef.unflatten(outputs[3]) if amsgrad else None,
+            nu_max=treedef.unflatten(outputs[3]) if spec.amsgrad else None,
         )
         return new_p, links.advance(new_adam)
 
@@ -303,14 +291,6 @@ def _decayed_leaves(mask, params, treedef) -> list[bool]:
                 "mask would need a kernel per element."
             )
     return [bool(f) for f in flags]
-
-
-class _Options(NamedTuple):
-    """The kernel's static attributes: the structure of ``adam_jax.adam``'s chain."""
-
-    amsgrad: bool
-    coupled: bool
-    decoupled: bool
 
 
 # optax exports no name for the state of a weight-decay schedule: take its type.
@@ -358,129 +338,6 @@ class _LinkStates:
 
         is_counted = lambda x: isinstance(x, _COUNTED)  # noqa: E731
         return jax.tree.map(advance, self._state, is_leaf=is_counted)
-
-
-def _ffi_step(scalars, *arrays, options: _Options):
-    """One FFI call over every leaf; outputs (p, m, v[, v_max]) alias their inputs."""
-    kinds = 5 if options.amsgrad else 4
-    n = len(arrays) // kinds
-    p, _, *state = (arrays[a * n : (a + 1) * n] for a in range(kinds))
-    outs = [*p, *(x for leaves in state for x in leaves)]
-    # Input 0 is the scalars; input 1 + a * n + i is array a of leaf i (a: p, g, m, v, v_max).
-    aliases = {1 + i: i for i in range(n)}
-    aliases.update(
-        {1 + (a + 2) * n + i: (a + 1) * n + i for a in range(len(state)) for i in range(n)}
-    )
-    call = jax.ffi.ffi_call(
-        _TARGET,
-        [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in outs],
-        input_output_aliases=aliases,
-        vmap_method="sequential",
-    )
-    return tuple(call(scalars, *arrays, **options._asdict()))
-
-
-def _call_kernel(scalars, arrays, options: _Options):
-    """The kernel on every leaf; sharded leaves are updated shard by shard, in place."""
-    flat = [x for leaves in arrays for x in leaves]
-    mesh = _explicit_mesh(flat)
-    if mesh is not None:
-        return _shard_map_step(mesh, scalars, arrays, options)
-    ranks = tuple(x.ndim for x in arrays[0])
-    return list(_partitioned_step(options, ranks)(scalars, *flat))
-
-
-def _explicit_mesh(flat):
-    """The abstract mesh when an array's mesh has Explicit axes, else None (Auto axes)."""
-    for x in flat:
-        sharding = getattr(jax.typeof(x), "sharding", None)
-        mesh = getattr(sharding, "mesh", None)
-        if mesh is not None and not mesh.empty and mesh.explicit_axes:
-            return mesh
-    return None
-
-
-def _shard_map_step(mesh, scalars, arrays, options: _Options):
-    """Explicit axes: each leaf's arrays take the param's sharding; shard_map runs the kernel."""
-    params = arrays[0]
-    specs = [jax.typeof(p).sharding.spec for p in params]
-    arrays = [
-        [
-            jax.sharding.reshard(x, NamedSharding(mesh, spec))
-            for x, spec in zip(leaves, specs, strict=True)
-        ]
-        for leaves in arrays
-    ]
-    kinds = len(arrays)
-    flat = [x for leaves in arrays for x in leaves]
-    run = jax.shard_map(
-        functools.partial(_ffi_step, options=options),
-        mesh=mesh,
-        in_specs=(PartitionSpec(), *specs * kinds),
-        out_specs=tuple(specs * (kinds - 1)),
-    )
-    return list(run(scalars, *flat))
-
-
-@functools.cache
-def _partitioned_step(options: _Options, ranks: tuple[int, ...]):
-    """``_ffi_step`` under ``custom_partitioning``: each device runs it on its own shards.
-
-    The update is elementwise, so a leaf partitions like its param, with no communication:
-    every array of a leaf (and its outputs) takes the param's sharding, the scalars are
-    replicated. With one device the kernel is called directly. ``ranks`` are the leaves'.
-    """
-    kinds = 5 if options.amsgrad else 4
-    lower = functools.partial(_ffi_step, options=options)
-
-    @custom_partitioning
-    def step(scalars, *arrays):
-        return lower(scalars, *arrays)
-
-    def param_shardings(mesh, arg_shapes):
-        return [_named(mesh, x.sharding, len(x.shape)) for x in arg_shapes[1 : 1 + len(ranks)]]
-
-    def infer(mesh, arg_shapes, result_shape):
-        del result_shape
-        return tuple(param_shardings(mesh, arg_shapes) * (kinds - 1))
-
-    def partition(mesh, arg_shapes, result_shape):
-        del result_shape
-        per_leaf = param_shardings(mesh, arg_shapes)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        return mesh, lower, tuple(per_leaf * (kinds - 1)), (replicated, *per_leaf * kinds)
-
-    # Shardy: dimension d of leaf i is factor "l{i}d{d}" in each of its arrays.
-    leaves = [ArrayMapping(*(f"l{i}d{d}" for d in range(r))) for i, r in enumerate(ranks)]
-    step.def_partition(
-        partition=partition,
-        infer_sharding_from_operands=infer,
-        sharding_rule=SdyShardingRule(
-            (ArrayMapping("scalar"), *leaves * kinds),
-            tuple(leaves * (kinds - 1)),
-            need_replication_factors=("scalar",),
-        ),
-    )
-
-    # custom_partitioning has no batching rule: under jax.vmap, one kernel call per element.
-    @jax.custom_batching.custom_vmap
-    def batchable(scalars, *arrays):
-        return step(scalars, *arrays)
-
-    @batchable.def_vmap
-    def _(axis_size, in_batched, scalars, *arrays):
-        in_axes = [0 if batched else None for batched in in_batched]
-        out = jax.vmap(lower, in_axes=in_axes, axis_size=axis_size)(scalars, *arrays)
-        return out, (True,) * len(out)
-
-    return batchable
-
-
-def _named(mesh, sharding, ndim):
-    """``sharding`` as a NamedSharding on ``mesh`` (replicated when unknown)."""
-    if isinstance(sharding, NamedSharding):
-        return sharding
-    return NamedSharding(mesh, PartitionSpec(*([None] * ndim)))
 
 
 def _check_float32(name: str, leaves) -> None:

@@ -1,14 +1,28 @@
-"""``scale_by_adam``: the Adam, AMSGrad and NAdam update equations, in one place."""
+"""``scale_by_adam``: the Adam, AMSGrad and NAdam update equations, in one place.
+
+Read top to bottom: the state, the public transform and its docstring (the
+equations), ``scale_by_spec`` (the step of one leaf, in three lines), then the
+machinery every Adam-type direction shares (``scale_by_moments``: the moments,
+AMSGrad's maximum, the count, dtypes and complex params). The step's scalars
+come from the conventions table (``_conventions.step_coefficients``).
+"""
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _conventions, _numerics
-from adam_jax._conventions import ConventionName
+from adam_jax import _numerics
+from adam_jax._conventions import (
+    ConventionName,
+    StepCoefficients,
+    get_convention,
+    nadam_coefficients,
+    nadam_momentum,
+    step_coefficients,
+)
 from adam_jax._spec import AdamSpec
 
 
@@ -38,7 +52,7 @@ class ScaleByAdamState(NamedTuple):
 def scale_by_adam(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
-    eps: jax.typing.ArrayLike = 1e-8,
+    eps: jax.typing.ArrayLike | None = None,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
     amsgrad: bool = False,
@@ -100,7 +114,8 @@ def scale_by_adam(
     Args:
       b1: decay of the first moment, in [0, 1) (and below 1 in float32).
       b2: decay of the second moment, in [0, 1) (and below 1 in float32).
-      eps: added to the square root in the denominator; finite, >= 0.
+      eps: added to the square root in the denominator; finite, >= 0; None for
+        the convention's framework default (1e-7 for ``"keras"``, else 1e-8).
       eps_root: added inside the square root; finite, >= 0.
       amsgrad: use AMSGrad's running maximum of the second moment.
       nesterov: NAdam's Nesterov momentum (no AMSGrad).
@@ -147,74 +162,119 @@ def scale_by_adam(
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
     )
-    return adam_direction(spec)
+    return scale_by_spec(spec)
 
 
-def adam_direction(spec: AdamSpec) -> optax.GradientTransformation:
-    """The direction of ``spec`` (see :func:`scale_by_adam` for the equations)."""
-    row = spec.row
-    eps, eps_root = spec.eps, spec.eps_root
+def scale_by_spec(spec: AdamSpec) -> optax.GradientTransformation:
+    """The direction ``spec`` describes (see :func:`scale_by_adam` for the equations)."""
+    convention = get_convention(spec.convention)
     psi = spec.nadam_momentum_decay
 
-    def scalars(bc1, bc2, count, mu_product):
+    def coefficients(corrections: BiasCorrections) -> StepCoefficients:
         if spec.nesterov:
-            return _conventions.nadam_coefficients(spec.b1, psi, count, mu_product, bc1, bc2)
-        return _conventions.step_coefficients(row, spec.amsgrad, bc1, bc2)
+            return nadam_coefficients(
+                spec.b1,
+                psi,
+                corrections.step_count,
+                corrections.mu_product,
+                corrections.first,
+                corrections.second,
+            )
+        return step_coefficients(convention, spec.amsgrad, corrections.first, corrections.second)
 
-    def direction(m, r, g, k, c):
-        numerator = c(k.numerator) * m
-        if k.gradient is not None:
-            numerator = numerator + c(k.gradient) * g
-        denom = jnp.sqrt(r * c(k.inside) + c(eps_root)) + c(eps)
-        return _numerics.safe_divide(numerator, denom)
+    def step(moments: LeafMoments, k: StepCoefficients) -> jax.Array:
+        numerator = k.numerator * moments.first
+        if k.gradient is not None:  # NAdam
+            numerator = numerator + k.gradient * moments.gradient
+        real = moments.second.dtype  # m and g may be complex; r never is
+        eps, eps_root = (jnp.asarray(x, real) for x in (spec.eps, spec.eps_root))
+        denominator = jnp.sqrt(moments.second * k.inside + eps_root) + eps
+        return _numerics.safe_divide(numerator, denominator)
 
-    schedule = None
+    momentum_schedule = None
     if spec.nesterov and psi is not None:
-        schedule = lambda count, dtype: _conventions.nadam_momentum(  # noqa: E731
-            spec.b1, psi, count, dtype
-        )
+
+        def momentum_schedule(count: jax.Array, dtype) -> jax.Array:
+            return nadam_momentum(spec.b1, psi, count, dtype)
+
     return scale_by_moments(
         spec.b1,
         spec.b2,
+        Direction(coefficients, step),
         amsgrad=spec.amsgrad,
         mu_dtype=spec.mu_dtype,
         nu_dtype=spec.nu_dtype,
-        scalars=scalars,
-        direction=direction,
-        momentum_schedule=schedule,
-        complex_as_real=row.complex_as_real,
+        momentum_schedule=momentum_schedule,
+        complex_as_real=convention.complex_as_real,
     )
+
+
+# --- the machinery every Adam-type direction shares --------------------------------
+
+
+class BiasCorrections(NamedTuple):
+    """What a step's scalars are computed from, once per step, in float32 or wider."""
+
+    first: jax.Array  # c_1 = 1 - b1^t
+    second: jax.Array  # c_2 = 1 - b2^t
+    step_count: jax.Array  # t, int32
+    mu_product: jax.Array | None  # NAdam's prod_{i <= t} mu_i with a schedule, else None
+
+
+class LeafMoments(NamedTuple):
+    """One real leaf after this step's moment updates, in its compute dtype."""
+
+    first: jax.Array  # m_t
+    second: jax.Array  # r_t: v_t, or AMSGrad's running maximum
+    gradient: jax.Array  # g_t
+
+
+class ScalesMaximum(Protocol):
+    """A step's scalars carry the factor applied to :math:`v_t` before AMSGrad's maximum."""
+
+    @property
+    def before_max(self) -> jax.Array: ...
+
+
+Scalars = TypeVar("Scalars", bound=ScalesMaximum)
+
+
+class Direction(NamedTuple, Generic[Scalars]):
+    """How a direction turns the moments into a step.
+
+    ``coefficients`` computes the step's scalars once per step; the machinery
+    casts each to the leaf's compute dtype and passes them to ``step``, which maps
+    one leaf's moments to :math:`s_t`.
+    """
+
+    coefficients: Callable[[BiasCorrections], Scalars]
+    step: Callable[[LeafMoments, Scalars], jax.Array]
 
 
 def scale_by_moments(
     b1,
     b2,
+    direction: Direction,
     *,
     amsgrad: bool,
     mu_dtype,
     nu_dtype,
-    scalars: Callable,
-    direction: Callable,
-    momentum_schedule: Callable | None = None,
+    momentum_schedule: Callable[[jax.Array, Any], jax.Array] | None = None,
     complex_as_real: bool = False,
 ) -> optax.GradientTransformation:
-    """The machinery every Adam-type direction shares: moments, maximum, count.
+    """The moments, AMSGrad's maximum and the count, around ``direction``.
 
     Keeps :math:`m_t`, :math:`v_t` and, with AMSGrad,
-    :math:`r_t = \\max(r_{t-1}, k \\cdot v_t)` in a ``ScaleByAdamState``, with the
-    dtype rules of :func:`scale_by_adam`, and returns
-    ``direction(m_t, r_t, g_t, k, c)`` (:math:`r_t = v_t` without AMSGrad) cast to
-    the gradient's dtype.
+    :math:`r_t = \\max(r_{t-1}, k \\cdot v_t)` (:math:`k` the scalars'
+    ``before_max``) in a ``ScaleByAdamState``, with the dtype rules of
+    :func:`scale_by_adam`, and returns ``direction.step`` of each leaf
+    (:math:`r_t = v_t` without AMSGrad) cast to the gradient's dtype.
 
     Args:
       b1, b2: the moments' decays (validated by the caller).
+      direction: the step's scalars and the step of one leaf.
       amsgrad: keep the running maximum.
       mu_dtype, nu_dtype: storage dtypes, as for :func:`scale_by_adam`.
-      scalars: ``(c1, c2, t, mu_product) -> k``, the step's scalars from the bias
-        corrections :math:`c_i = 1 - \\beta_i^t`, computed once per step in float32
-        or wider; ``k.before_max`` scales :math:`v_t` before the maximum.
-      direction: ``(m, r, g, k, c) -> step`` for one real leaf, where ``c`` casts
-        a scalar to the leaf's compute dtype.
       momentum_schedule: ``(t, dtype) -> mu_t``: keep NAdam's
         :math:`\\prod_{i \\le t} \\mu_i` in the state's ``mu_product``.
       complex_as_real: complex leaves are stepped as pairs of real numbers, with
@@ -251,36 +311,38 @@ def scale_by_moments(
         mu_product = None
         if momentum_schedule is not None:
             mu_product = state.mu_product * momentum_schedule(count, state.mu_product.dtype)
-        k = scalars(
-            _numerics.bias_correction(b1, count, scalar_dtype),
-            _numerics.bias_correction(b2, count, scalar_dtype),
-            count,
-            mu_product,
+        scalars = direction.coefficients(
+            BiasCorrections(
+                first=_numerics.bias_correction(b1, count, scalar_dtype),
+                second=_numerics.bias_correction(b2, count, scalar_dtype),
+                step_count=count,
+                mu_product=mu_product,
+            )
         )
 
-        def moments_and_step(g, m, v, v_max):
-            """One leaf in its compute dtype: the new (step, m, v, r)."""
-            c = lambda x: jnp.asarray(x, _numerics.real_dtype(g.dtype))  # noqa: E731
-            m_new = c(b1) * m + (1 - c(b1)) * g
-            v_new = c(b2) * v + (1 - c(b2)) * _abs_sq(g)
+        def real_leaf(g, m, v, v_max):
+            """One real leaf in its compute dtype: the new (step, m, v, r)."""
+            dtype = _numerics.real_dtype(g.dtype)
+            decay1, decay2 = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype)
+            m_new = decay1 * m + (1 - decay1) * g
+            v_new = decay2 * v + (1 - decay2) * _abs_sq(g)
+            leaf_scalars = jax.tree.map(lambda x: jnp.asarray(x, dtype), scalars)
             r = v_new
             if v_max is not None:
-                r = jnp.maximum(v_max, v_new * c(k.before_max))
-            return direction(m_new, r, g, k, c), m_new, v_new, r
+                r = jnp.maximum(v_max, v_new * leaf_scalars.before_max)
+            return direction.step(LeafMoments(m_new, r, g), leaf_scalars), m_new, v_new, r
 
         def leaf(g, m, v, v_max):
             _check_same_shape(g, m)
             dtype = _numerics.compute_dtype(jnp.result_type(g))
+            real = _numerics.real_dtype(dtype)
             if complex_as_real and _is_complex(g):  # torch's view_as_real: each part alone
-                as_pair = lambda z: jnp.stack([z.real, z.imag], -1).astype(  # noqa: E731
-                    _numerics.real_dtype(dtype)
-                )
+                as_pair = lambda z: jnp.stack([z.real, z.imag], -1).astype(real)  # noqa: E731
                 pairs = [None if x is None else as_pair(x) for x in (g, m, v, v_max)]
-                out = [jax.lax.complex(x[..., 0], x[..., 1]) for x in moments_and_step(*pairs)]
+                out = [jax.lax.complex(x[..., 0], x[..., 1]) for x in real_leaf(*pairs)]
             else:  # real leaves; complex leaves with a real v of |g|^2, as optax
-                real = _numerics.real_dtype(dtype)
                 cast = lambda x, d: None if x is None else x.astype(d)  # noqa: E731
-                out = moments_and_step(
+                out = real_leaf(
                     jnp.asarray(g, dtype), cast(m, dtype), cast(v, real), cast(v_max, real)
                 )
             step, m_new, v_new, r = out

@@ -182,3 +182,12 @@ def check_mask(value) -> None:
                 "mask must be None, a callable params -> tree of bools, or a tree of bools; "
                 f"got a tree with the leaf {leaf!r}."
             )
+
+
+def is_static_zero(value) -> bool:
+    """True only for a Python number equal to 0.
+
+    Arrays count as nonzero even when they hold 0, so that a chain has the same
+    structure whether ``optax.inject_hyperparams`` passes a concrete or a traced value.
+    """
+    return isinstance(value, (int, float)) and value == 0

@@ -179,7 +179,7 @@ def test_clear_error_without_exactly_one_adam_state(state, found):
 
 def test_settings_come_from_the_optimizer():
     """A keras state read with the keras optimizer's own settings: no silent mismatch."""
-    optimizer = adam_jax.adam(1e-3, b2=B2, convention="keras")
+    optimizer = adam_jax.adam(1e-3, b2=B2, eps=1e-8, convention="keras")
     report = optimizer.epsilon_report(_crafted_state(False))
     _assert_report(report, _expected_report(EXPECTED["keras", False], 1e-8))
     with pytest.raises(TypeError, match="needs the adam_jax optimizer that made the state"):

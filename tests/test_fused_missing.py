@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import adam_jax
-from adam_jax import _fused
+from adam_jax import _ffi
 
 ROOT = Path(__file__).resolve().parents[1]
 # Importing adam_jax with the extension module blocked is what an install without a C++
@@ -19,10 +19,10 @@ BLOCK_KERNEL = "import sys; sys.modules['adam_jax._adam_step'] = None\n"
 @pytest.fixture
 def no_kernel(monkeypatch):
     monkeypatch.setitem(sys.modules, "adam_jax._adam_step", None)
-    _fused._kernel_module.cache_clear()
+    _ffi.kernel_module.cache_clear()
     yield
     monkeypatch.undo()
-    _fused._kernel_module.cache_clear()
+    _ffi.kernel_module.cache_clear()
 
 
 def test_missing_kernel_gives_one_clear_error(no_kernel):

@@ -120,7 +120,7 @@ def _one_step(name, optimizer):
     if name == "fused_adam":
         return jax.jit(optimizer.step)(params, grads, optimizer.init(params))[0]
     if name == "AdamSpec":
-        optimizer = optimizer.optimizer()
+        optimizer = adam_jax.from_spec(optimizer)
     state = optimizer.init(params)
     return optimizer.update(grads, state, params)[0]
 

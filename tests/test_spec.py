@@ -26,8 +26,9 @@ FIXED = {
     "fused_adam": {},
 }
 OTHER_DEFAULTS = {
-    "adamw": {"weight_decay": 1e-2},  # torch.optim.AdamW's
-    "nadam": {"learning_rate": 2e-3},  # torch.optim.NAdam's
+    # None: the convention's framework default (tests/test_framework_defaults.py).
+    "adamw": {"weight_decay": None},
+    "nadam": {"learning_rate": None},
 }
 # The chain's arguments, which a bare direction does not take.
 CHAIN_ONLY = {"learning_rate", "weight_decay", "decoupled_weight_decay", "mask", "maximize"}
@@ -132,3 +133,22 @@ def test_docs_formula_is_the_code(name, amsgrad):
         / (math.sqrt(r * float(k.inside) + values["eps_root"]) + values["eps"])
     )
     assert from_docs == pytest.approx(from_code, rel=1e-5)
+
+
+def test_an_optimizer_keeps_its_spec_through_replace():
+    optimizer = adam_jax.amsgrad(0.1, convention="optax")
+    replaced = optimizer._replace(update=optimizer.update)
+    assert isinstance(replaced, adam_jax.Optimizer)
+    assert replaced.spec == optimizer.spec
+    state = replaced.init(jnp.zeros(2))
+    assert float(replaced.epsilon_report(state)["zero_fraction"]) == 1.0
+
+
+def test_from_spec_is_what_the_factories_return():
+    optimizer = adam_jax.adamw(0.1, b1=0.8, convention="keras", amsgrad=True)
+    rebuilt = adam_jax.from_spec(optimizer.spec)
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.3, 0.1])
+    ours = optimizer.update(grads, optimizer.init(params), params)[0]
+    theirs = rebuilt.update(grads, rebuilt.init(params), params)[0]
+    assert rebuilt.spec == optimizer.spec
+    assert jnp.array_equal(ours, theirs)

@@ -8,6 +8,7 @@ import jax
 import optax
 
 from adam_jax import _conventions
+from adam_jax._alias import from_spec
 from adam_jax._spec import AdamSpec
 from adam_jax.interop._tree import Path, key_str, leaves_by_path, path_str
 
@@ -69,14 +70,14 @@ def build_optimizer(groups: Sequence[ParamGroup], params) -> optax.GradientTrans
         if path not in label_of:
             raise ValueError(f"params leaf '{path_str(path)}' is in no param group.")
     if len(groups) == 1:
-        return groups[0].spec.optimizer()
+        return from_spec(groups[0].spec)
 
     def labels(tree):
         return jax.tree_util.tree_map_with_path(
             lambda kp, _: label_of[tuple(key_str(k) for k in kp)], tree
         )
 
-    transforms = {group_label(i): g.spec.optimizer() for i, g in enumerate(groups)}
+    transforms = {group_label(i): from_spec(g.spec) for i, g in enumerate(groups)}
     return optax.partition(transforms, labels)
 
 

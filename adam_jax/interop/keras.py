@@ -262,7 +262,7 @@ def to_keras(
         optimizer = keras.optimizers.AdamW if decays else keras.optimizers.Adam
         kwargs["amsgrad"] = base.amsgrad
     optimizer = optimizer(
-        learning_rate=float(base.learning_rate),
+        learning_rate=float(np.asarray(base.learning_rate)),
         beta_1=float(np.asarray(base.b1)),
         beta_2=float(np.asarray(base.b2)),
         epsilon=float(np.asarray(base.eps)),

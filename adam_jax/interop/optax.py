@@ -15,6 +15,7 @@ convention ``"optax"`` (no momentum schedule).
 
 import optax
 
+from adam_jax._alias import from_spec
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 from adam_jax.interop import _groups, _tree
@@ -136,7 +137,7 @@ def from_optax(
     spec = _spec(spec)
     _check(spec, "from optax")
     source = _single(_tree.read_moments(opt_state, OPTAX_STATES), "the optax state")
-    optimizer = spec.optimizer()
+    optimizer = from_spec(spec)
     if params is None:
         params = _tree.find_states(opt_state, OPTAX_STATES)[0].mu
     template = optimizer.init(params)

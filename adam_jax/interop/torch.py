@@ -205,10 +205,10 @@ def spec_to_torch(spec: AdamSpec) -> dict:
                 "schedule mu_t = b1 (1 - 0.96^(t psi) / 2): no momentum_decay reproduces it."
             )
         return {
-            "lr": float(spec.learning_rate),
+            "lr": float(np.asarray(spec.learning_rate)),
             "betas": (float(np.asarray(spec.b1)), float(np.asarray(spec.b2))),
             "eps": float(np.asarray(spec.eps)),
-            "weight_decay": float(spec.weight_decay),
+            "weight_decay": float(np.asarray(spec.weight_decay)),
             "momentum_decay": float(np.asarray(psi)),
             "decoupled_weight_decay": spec.decoupled_weight_decay,
             "maximize": spec.maximize,
@@ -218,10 +218,10 @@ def spec_to_torch(spec: AdamSpec) -> dict:
         }
     _groups.check_same_optimizer(spec.convention, "pytorch", spec.amsgrad, where)
     return {
-        "lr": float(spec.learning_rate),
+        "lr": float(np.asarray(spec.learning_rate)),
         "betas": (float(np.asarray(spec.b1)), float(np.asarray(spec.b2))),
         "eps": float(np.asarray(spec.eps)),
-        "weight_decay": float(spec.weight_decay),
+        "weight_decay": float(np.asarray(spec.weight_decay)),
         "amsgrad": spec.amsgrad,
         "maximize": spec.maximize,
         "foreach": None,
