@@ -1,9 +1,7 @@
 """``epsilon_report`` against values computed by hand, in every convention and wrapper."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -189,14 +187,11 @@ def test_settings_come_from_the_optimizer():
 
 
 def test_eps_sweep_smoke(tmp_path):
-    """scripts/eps_sweep.py end to end with minimal settings: JSON and plots."""
+    """scripts/benchmarks/eps_sweep.py end to end with minimal settings: JSON and plots."""
     pytest.importorskip("sklearn", reason="the digits task needs scikit-learn")
     pytest.importorskip("matplotlib", reason="the sweep draws plots")
-    spec = importlib.util.spec_from_file_location(
-        "eps_sweep", Path(__file__).resolve().parents[1] / "scripts" / "eps_sweep.py"
-    )
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    from scripts.benchmarks import eps_sweep as sweep  # needs flax (the train extra)
+
     argv = ["--tasks", "digits", "--optimizers", "adam", "--seeds", "1", "--steps", "20"]
     argv += ["--eps", "0,1", "--out", str(tmp_path), "--img-dir", str(tmp_path)]
     assert sweep.main(argv) == 0

@@ -1,8 +1,8 @@
 """Mutation testing of adam_jax: every mutant below must make a test fail.
 
-    python scripts/mutants.py                  # all mutants (make mutants)
-    python scripts/mutants.py --only nan-to-zero k-sign-dropped
-    python scripts/mutants.py --list           # names, files and tests, nothing run
+    python -m scripts.dev.mutants                  # all mutants (make mutants)
+    python -m scripts.dev.mutants --only nan-to-zero k-sign-dropped
+    python -m scripts.dev.mutants --list           # names, files and tests, nothing run
 
 Each mutant is one small, meaningful change to ``adam_jax/`` (a wrong bias correction, eps
 on the wrong side of the root, a NaN turned into 0, a loosened check, one line of the fused
@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 OUT = REPO / "docs" / "bench" / "mutants.json"
 KERNEL = "adam_jax/csrc/adam_step.cc"
 TIMEOUT_S = 900  # per pytest run; a mutant that hangs its tests counts as killed (timeout)
