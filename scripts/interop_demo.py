@@ -11,8 +11,8 @@ saved with ``torch.save`` (model and optimizer), read back with
 optimizer, Keras' epsilon another form). Every continued curve is compared with
 its framework's uninterrupted one.
 
-    python scripts/interop_demo.py                 # 250 + 250 steps, float64 and float32
-    python scripts/interop_demo.py --plot docs/img/interop_seed.png --json interop.json
+    python -m scripts.interop_demo                 # 250 + 250 steps, float64 and float32
+    python -m scripts.interop_demo --plot docs/img/interop_seed.png --json interop.json
 
 Prints a table: per run and dtype, the largest relative loss difference over
 the continued steps, and (float32) that of adam_jax run from scratch, for scale.
