@@ -59,7 +59,9 @@ def release(tmp_path_factory):
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-        + ["--no-deps", "--no-index", str(wheel)],
+        # --ignore-installed: the dependencies' folder holds this version's editable install,
+        # which pip would take for the wheel, installing nothing.
+        + ["--no-deps", "--no-index", "--ignore-installed", str(wheel)],
         check=True,
     )
     cwd = tmp / "elsewhere"
