@@ -1,4 +1,6 @@
 # Each target sets up its own virtual environment in .venv on first use.
+# Programs run from the repository root as modules (python -m scripts.<folder>.<name>), so that
+# scripts/ and tests/ import as packages (docs/contributing.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -41,18 +43,18 @@ serve-docs: $(VENV)/.docs  ## serve the docs on http://127.0.0.1:8000
 	$(VENV)/bin/mkdocs serve
 
 check-site: $(VENV)/.docs  ## build the site and open every page in headless Chromium
-	$(PY) scripts/check_site.py
+	$(PY) -m scripts.dev.check_site
 
 wheel: $(VENV)/.test  ## build the wheel and the sdist into dist/
 	$(PY) -m build --outdir dist .
 
 bench: $(VENV)/.test  ## benchmarks (docs/performance.md): step, training, memory
-	$(PY) scripts/bench_update.py
-	$(PY) scripts/bench_train.py
-	$(PY) scripts/bench_memory.py
+	$(PY) -m scripts.benchmarks.bench_update
+	$(PY) -m scripts.benchmarks.bench_train
+	$(PY) -m scripts.benchmarks.bench_memory
 
 mutants: $(VENV)/.test  ## mutation testing: every mutant of adam_jax/ must fail a test (not in CI)
-	$(PY) scripts/mutants.py
+	$(PY) -m scripts.dev.mutants
 
 clean:
 	rm -rf $(VENV) site runs dist build

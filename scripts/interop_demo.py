@@ -11,8 +11,8 @@ saved with ``torch.save`` (model and optimizer), read back with
 optimizer, Keras' epsilon another form). Every continued curve is compared with
 its framework's uninterrupted one.
 
-    python scripts/interop_demo.py                 # 250 + 250 steps, float64 and float32
-    python scripts/interop_demo.py --plot docs/img/interop_seed.png --json interop.json
+    python -m scripts.interop_demo                 # 250 + 250 steps, float64 and float32
+    python -m scripts.interop_demo --plot docs/img/interop_seed.png --json interop.json
 
 Prints a table: per run and dtype, the largest relative loss difference over
 the continued steps, and (float32) that of adam_jax run from scratch, for scale.
@@ -36,10 +36,8 @@ import torch
 
 import adam_jax
 from adam_jax import interop
-from adam_jax.training.parity import seed_torch_steps
+from scripts.seed_pytorch import SEED_EPS, SEED_LR, seed_program, seed_torch_steps
 
-N, D_IN, HIDDEN, D_OUT = 64, 1000, 100, 10
-LR, EPS = 1e-4, 1e-8
 CONVENTION = {"PyTorch": "pytorch", "optax": "optax", "Keras": "keras"}
 NAME_MAP = {
     "0.weight": interop.linear("hidden/kernel"),
@@ -47,22 +45,6 @@ NAME_MAP = {
     "2.weight": interop.linear("out/kernel"),
     "2.bias": "out/bias",
 }
-
-
-# --- PyTorch --------------------------------------------------------------------------------------
-
-
-def seed_program(dtype: str):
-    """The seed's model, data and optimizer (``scripts/seed_pytorch.py``, seed 0)."""
-    torch.manual_seed(0)
-    x, y = torch.randn(N, D_IN), torch.randn(N, D_OUT)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(D_IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, D_OUT)
-    )
-    tdtype = getattr(torch, dtype)
-    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, amsgrad=True, eps=EPS)
-    return model, optimizer, x, y
 
 
 # --- JAX ------------------------------------------------------------------------------------------
@@ -92,10 +74,10 @@ def jax_steps(params, tx, opt_state, x, y, steps: int):
 
 def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
     """PyTorch uninterrupted, PyTorch -> JAX through a checkpoint, JAX -> PyTorch."""
-    model, optimizer, x, y = seed_program(dtype)
+    model, optimizer, x, y = seed_program(0, dtype)
     uninterrupted = seed_torch_steps(model, optimizer, x, y, before + after)
 
-    model, optimizer, x, y = seed_program(dtype)
+    model, optimizer, x, y = seed_program(0, dtype)
     first = seed_torch_steps(model, optimizer, x, y, before)
     path = os.path.join(workdir, f"seed_{dtype}.pt")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
@@ -104,7 +86,7 @@ def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
     then, *_ = jax_steps(run.params, run.optimizer, run.opt_state, xj, yj, after)
     torch_to_jax = np.concatenate([first, then])
 
-    model, optimizer, x, y = seed_program(dtype)
+    model, optimizer, x, y = seed_program(0, dtype)
     start = interop.torch.from_torch(model.state_dict(), optimizer.state_dict(), NAME_MAP)
     state = start.optimizer.init(start.params)
     first, params, state = jax_steps(start.params, start.optimizer, state, xj, yj, before)
@@ -128,8 +110,8 @@ def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
 def optax_runs(params, data, before: int, after: int) -> dict:
     """``optax.amsgrad`` uninterrupted, and continued in adam_jax (convention "optax") and back."""
     x, y = data
-    opt = adam_jax.amsgrad(LR, eps=EPS, convention="optax")
-    tx = optax.amsgrad(LR, eps=EPS)
+    opt = adam_jax.amsgrad(SEED_LR, eps=SEED_EPS, convention="optax")
+    tx = optax.amsgrad(SEED_LR, eps=SEED_EPS)
     uninterrupted, *_ = jax_steps(params, tx, tx.init(params), x, y, before + after)
     first, mid, state = jax_steps(params, tx, tx.init(params), x, y, before)
     ours_tx, ours = interop.optax.from_optax(state, opt.spec, mid)
@@ -177,7 +159,7 @@ def keras_runs(params, data, before: int, after: int, dtype: str) -> dict:
         return np.asarray(losses)
 
     def optimizer():
-        return keras.optimizers.Adam(LR, epsilon=EPS, amsgrad=True)
+        return keras.optimizers.Adam(SEED_LR, epsilon=SEED_EPS, amsgrad=True)
 
     floatx = keras.config.floatx()
     keras.config.set_floatx(dtype)

@@ -78,6 +78,56 @@ def max_relative_error(actual, expected) -> float:
     return worst
 
 
+# --- one array pulled towards 0: small comparisons with the real PyTorch and optax -------------
+
+PULLED_STEPS = 25
+
+
+def pulled_problem(shape=(6,), dtype=np.float64, seed=0):
+    """Initial params and ``PULLED_STEPS`` noise arrays; complex dtypes get imaginary parts."""
+    rng = np.random.default_rng(seed)
+    p0 = rng.standard_normal(shape)
+    noise = rng.standard_normal((PULLED_STEPS, *shape))
+    if np.issubdtype(dtype, np.complexfloating):
+        p0 = p0 + 1j * rng.standard_normal(shape)
+        noise = noise + 1j * rng.standard_normal((PULLED_STEPS, *shape))
+    return p0.astype(dtype), noise.astype(dtype)
+
+
+def run_pulled(tx: optax.GradientTransformation, p0, noise) -> np.ndarray:
+    """Params after each step of ``tx`` in one jitted scan; the gradient at p is
+    ``noise_t + 0.5 * p``."""
+
+    def step(carry, n):
+        p, state = carry
+        updates, state = tx.update(n + 0.5 * p, state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), p
+
+    p0 = jnp.asarray(p0)
+    return np.asarray(jax.jit(lambda p, g: jax.lax.scan(step, (p, tx.init(p)), g)[1])(p0, noise))
+
+
+def run_pulled_torch(make, p0, noise) -> np.ndarray:
+    """``run_pulled`` with the real torch optimizer ``make([param])``; torch's default dtype is
+    float64 meanwhile, so that its scalar state (NAdam's mu_product) is float64 too."""
+    import torch  # the test extra; callers skip without it
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        p = torch.tensor(p0, requires_grad=True)
+        opt = make([p])
+        out = []
+        for n in noise:
+            p.grad = torch.tensor(n) + 0.5 * p.detach()
+            opt.step()
+            out.append(p.detach().numpy().copy())
+    finally:
+        torch.set_default_dtype(default)
+    return np.stack(out)
+
+
 def metrics_rows(run_dir) -> list[dict]:
     """The rows of a training run's ``metrics.jsonl``, one dict a step."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:

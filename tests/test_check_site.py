@@ -1,4 +1,4 @@
-"""scripts/check_site.py, the browser test of the docs site: it must fail on what it looks for."""
+"""scripts/dev/check_site.py, the docs site's browser test: it must fail on what it looks for."""
 
 import importlib.util
 import shutil
@@ -8,10 +8,9 @@ import pytest
 
 pytest.importorskip("websocket", reason="check_site drives Chromium with websocket-client (docs)")
 
+from scripts.dev import check_site  # noqa: E402  (needs websocket-client)
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("check_site", ROOT / "scripts" / "check_site.py")
-check_site = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(check_site)
 
 ORIGIN = "http://127.0.0.1:8123/"
 

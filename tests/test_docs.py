@@ -91,7 +91,27 @@ def test_home_page_is_the_readme_with_relative_links():
     assert hooks.on_page_markdown("[x](docs/a.md)", other) == "[x](docs/a.md)"
 
 
-def test_conventions_page_lists_every_convention():
+def _table_rows(markdown: str, first_cell: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table whose header starts with ``first_cell``, by that cell."""
+    rows = {}
+    for line in markdown[markdown.index(f"| {first_cell} |") :].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_conventions_page_table_agrees_with_the_readme():
+    """The generated table has one row per convention, and its AMSGrad maximum is the one the
+    README's hand-written table states (raw v, or optax's bias-corrected v / c2)."""
     page = (DOCS / "conventions.md").read_text()
-    for name in adam_jax.CONVENTIONS:
-        assert f'`"{name}"`' in page, name
+    assert page.count("<!-- CONVENTIONS -->") == 1
+    docs = _table_rows(_load("conventions_table").conventions_markdown(), "`convention`")
+    readme = _table_rows((ROOT / "README.md").read_text(), "`convention`")
+    names = [f'`"{name}"`' for name in adam_jax.CONVENTIONS]
+    assert sorted(docs) == sorted(n.replace("` (default)", "`") for n in readme) == sorted(names)
+    for cell, (_, maximum_over, _) in readme.items():
+        name = cell.replace(" (default)", "")
+        keeps = docs[name][2]
+        assert ("v_t / c_2" in keeps) == ("bias-corrected" in maximum_over), name

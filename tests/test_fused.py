@@ -269,6 +269,32 @@ def test_zero_gradients_give_zero_steps_even_with_eps_0(amsgrad):
     assert not any(np.isnan(np.asarray(x)).any() for x in jax.tree.leaves(state))
 
 
+def test_eps_root_reaches_the_kernel():
+    kwargs = dict(learning_rate=1e-2, eps_root=1e-3)
+    fused, tx = adam_jax.fused_adam(**kwargs), adam_jax.adam(**kwargs)
+    rng = np.random.default_rng(0)
+    p = jnp.asarray(rng.standard_normal(50), jnp.float32)
+    out, ref = (p, fused.init(p)), (p, tx.init(p))
+    for _ in range(5):
+        g = jnp.asarray(rng.standard_normal(50), jnp.float32)
+        out = jax.jit(fused.step)(out[0], g, out[1])
+        ref = jax.jit(_reference_step(tx))(ref[0], g, ref[1])
+    _assert_bitwise(out, ref)
+
+
+def test_nan_already_in_the_maximum_stays():
+    """A NaN in AMSGrad's nu_max (a restored state, say) stays NaN, as with jnp.maximum."""
+    kwargs = dict(learning_rate=1e-2, amsgrad=True)
+    fused, tx = adam_jax.fused_adam(**kwargs), adam_jax.adam(**kwargs)
+    p, g = jnp.asarray([1.0, -1.0]), jnp.asarray([0.5, 0.5])
+    state = fused.init(p)
+    state = (_adam_state(state)._replace(nu_max=jnp.asarray([np.nan, 0.0])), *state[1:])
+    out = jax.jit(fused.step)(p, g, state)
+    ref = jax.jit(_reference_step(tx))(p, g, state)
+    _assert_bitwise(out, ref)
+    assert np.isnan(np.asarray(out[0])[0]) and np.isfinite(np.asarray(out[0])[1])
+
+
 def test_matches_pytorch_amsgrad():
     torch = pytest.importorskip("torch", reason="needs PyTorch for the reference")
     rng = np.random.default_rng(3)

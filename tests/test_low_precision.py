@@ -40,3 +40,9 @@ def test_eps_zero_leaves_always_zero_coordinates_in_place():
         assert float(updates[0]) == 0.0
         assert np.all(np.isfinite(np.asarray(updates, np.float32)))
         assert np.all(np.asarray(updates[1:], np.float32) != 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_params_keep_float32_moments(dtype):
+    state = adam_jax.amsgrad(0.1).init(jnp.zeros(3, dtype))[0]
+    assert state.mu.dtype == state.nu.dtype == state.nu_max.dtype == jnp.float32

@@ -1,6 +1,6 @@
 """Structure of the compiled step: no second copy with donation, no more kernels than optax.
 
-Not a timing test (timings live in ``scripts/bench_update.py``): these read the compiled
+Not a timing test (timings live in ``scripts/benchmarks/bench_update.py``): these read the compiled
 executable, so they are deterministic on a given backend.
 """
 

@@ -59,7 +59,9 @@ def release(tmp_path_factory):
     )
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
-        + ["--no-deps", "--no-index", str(wheel)],
+        # --ignore-installed: the dependencies' folder holds this version's editable install,
+        # which pip would take for the wheel, installing nothing.
+        + ["--no-deps", "--no-index", "--ignore-installed", str(wheel)],
         check=True,
     )
     cwd = tmp / "elsewhere"
@@ -96,6 +98,25 @@ def test_build_gives_a_wheel_and_an_sdist_of_the_version(release):
     assert f"\nVersion: {VERSION}\n" in metadata
     for dependency in ("jax", "optax", "chex", "numpy"):
         assert f"Requires-Dist: {dependency}" in metadata
+
+
+def test_the_wheel_holds_the_library_and_no_test_harness(release):
+    """The wheel is adam_jax/ and its metadata: no tests, no programs, no parity harness."""
+    with zipfile.ZipFile(release["wheel"]) as wheel:
+        names = wheel.namelist()
+    dist_info = f"adam_jax-{VERSION}.dist-info/"
+    library = [n for n in names if not n.startswith(dist_info)]
+    assert all(n.startswith("adam_jax/") for n in library), library
+    assert not [n for n in names if "parity" in n or n.startswith(("tests/", "scripts/"))]
+    sources = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "adam_jax").rglob("*")
+        if p.suffix in (".py", ".cc", ".typed") and "__pycache__" not in p.parts
+    )
+    assert "adam_jax/training/__init__.py" in sources  # the train extra's modules ship too
+    missing = sorted(set(sources) - set(names))
+    assert missing == []
+    assert {dist_info + "METADATA", dist_info + "RECORD"} <= set(names)
 
 
 def test_the_installed_package_is_the_wheel(release):
@@ -201,7 +222,12 @@ def test_train_script_runs_against_the_installed_package(release, tmp_path):
     script = release["cwd"] / "train.py"
     shutil.copy(ROOT / "scripts" / "train.py", script)
     run(release, "", str(script), "--steps", "5", "--out", str(tmp_path / "run"), "--quiet")
+    installed = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["step"] for r in installed] == [1, 2, 3, 4, 5]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary, "train.py wrote an empty summary"
-    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == 5
+    assert summary["status"] == "completed" and summary["final_loss"] == installed[-1]["loss"]
+    # The same 5 steps from the source tree, in this process: the same losses, bit for bit.
+    cli = pytest.importorskip("adam_jax.training.cli", reason="needs the train extra")
+    assert cli.main(["--steps", "5", "--out", str(tmp_path / "source"), "--quiet"]) == 0
+    source = [json.loads(line) for line in (tmp_path / "source" / "metrics.jsonl").open()]
+    assert [r["loss"] for r in installed] == [r["loss"] for r in source]

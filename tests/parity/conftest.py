@@ -17,7 +17,7 @@ def seed_run(request, tmp_path_factory):
     """
     pytest.importorskip("torch", reason="the seed's program needs torch: pip install -e '.[test]'")
     pytest.importorskip("flax", reason="scripts/train.py needs flax: pip install -e '.[test]'")
-    from adam_jax.training import parity as _harness
+    from tests.parity import harness as _harness
 
     dtype = request.param
     workdir = tmp_path_factory.mktemp(f"seed_{dtype}")

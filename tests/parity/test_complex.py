@@ -22,7 +22,7 @@ import optax
 import pytest
 
 import adam_jax
-from adam_jax.training import parity as h
+from tests.parity import harness as h
 
 torch = pytest.importorskip(
     "torch", reason="the complex parity tests need torch: pip install -e '.[test]'"

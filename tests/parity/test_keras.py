@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from adam_jax.training import parity as h
+from tests.parity import harness as h
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 keras = pytest.importorskip(

@@ -5,7 +5,7 @@ import inspect
 import optax
 import pytest
 
-from adam_jax.training import parity as h
+from tests.parity import harness as h
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

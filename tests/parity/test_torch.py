@@ -2,7 +2,7 @@
 
 import pytest
 
-from adam_jax.training import parity as h
+from tests.parity import harness as h
 
 torch = pytest.importorskip(
     "torch", reason="the PyTorch parity tests need torch: pip install -e '.[test]'"

@@ -1,7 +1,7 @@
 """``train.py --init-from run.pt``: a PyTorch run of the seed, saved at step 250, continued in JAX.
 
 The reference is PyTorch itself: the seed's PyTorch program's uninterrupted
-500 steps (``adam_jax.training.parity.seed_pytorch``). The checkpoint is
+500 steps (``scripts.seed_pytorch.seed_pytorch``). The checkpoint is
 written by ``scripts/seed_pytorch.py --save-at 250`` in the same process
 (``torch.save`` of the model's and ``torch.optim.Adam``'s state dicts, and the
 data).

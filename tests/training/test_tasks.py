@@ -1,9 +1,7 @@
 """The task registry and each task's pieces: data, split, batches, loss, evaluation."""
 
 import argparse
-import ast
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +14,8 @@ pytest.importorskip("sklearn", reason="the digits task needs the train extra")
 from adam_jax.training import tasks  # noqa: E402
 from adam_jax.training.tasks import digits, seed  # noqa: E402
 from adam_jax.training.tasks.base import ConfigError  # noqa: E402
+from scripts.benchmarks import bench_train, eps_sweep  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 DTYPES = {"param_dtype": jnp.float32, "dtype": jnp.float32}
 
 
@@ -122,37 +120,6 @@ def test_digits_metrics_are_loss_and_accuracy():
         digits.make_problem(config(batch_size=5000), DTYPES)
 
 
-def _imports(path: pathlib.Path) -> set:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-    return names
-
-
-def test_scripts_share_the_registry_and_import_no_tests_or_scripts():
-    scripts = sorted((ROOT / "scripts").glob("*.py"))
-    script_names = {p.stem for p in scripts} - {"_bench"}
-    for path in scripts:
-        imports = _imports(path)
-        assert not any(m == "tests" or m.startswith("tests.") for m in imports), path.name
-        assert not imports & script_names, path.name
-    for name in ("train", "eps_sweep", "bench_train"):
-        text = (ROOT / "scripts" / f"{name}.py").read_text()
-        assert "adam_jax.training" in text, name
-
-
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_eps_sweep_trains_what_train_py_trains(tmp_path):
     """The sweep's digits run for (adam, lr 1e-3, eps 1e-8, seed 1) is train.py's, step by step."""
     from adam_jax.training import cli
@@ -162,9 +129,8 @@ def test_eps_sweep_trains_what_train_py_trains(tmp_path):
     assert cli.main([*argv, "--out", str(out)]) == 0
     with open(out / "metrics.jsonl") as f:
         trained = [json.loads(line)["loss"] for line in f]
-    sweep = _load_script("eps_sweep")
-    problem, stacked = sweep.problems("digits", seeds=2)
-    run = jax.jit(sweep.make_run(problem, "adam", steps=20))
+    problem, stacked = eps_sweep.problems("digits", seeds=2)
+    run = jax.jit(eps_sweep.make_run(problem, "adam", steps=20))
     one = jax.tree.map(lambda x: x[1], stacked)
     result = run(
         jnp.float32(1e-3),
@@ -178,8 +144,7 @@ def test_eps_sweep_trains_what_train_py_trains(tmp_path):
 
 
 def test_bench_train_uses_train_pys_seed_data():
-    bench = _load_script("bench_train")
-    arrays = bench.seed_arrays()
+    arrays = bench_train.seed_arrays()
     expected = seed.torch_layout(seed.make_problem(config(), DTYPES))
     assert arrays.keys() == expected.keys()
     for k in arrays:

@@ -1,6 +1,6 @@
 """Sharded Adam: bytes per device and step time, data parallel vs FSDP, on N = 1, 2, 4, 8.
 
-The params of a GPT-like stack (``_bench.transformer_shapes``, every axis divisible by 8) and
+The params of a GPT-like stack (``common.transformer_shapes``, every axis divisible by 8) and
 ``adam_jax.adam``'s state are placed on a one-axis mesh of the first N devices:
 
 1. Bytes per device of params + optimizer state, summed over each array's
@@ -8,15 +8,15 @@ The params of a GPT-like stack (``_bench.transformer_shapes``, every axis divisi
    FSDP (``fsdp_shardings``) 1/N of it.
 2. Time of one jitted, donated optimizer step (``tx.update`` + ``optax.apply_updates``, the
    gradients given) sharded vs unsharded (one device, no mesh), round-robin over repetitions
-   (``_bench.interleaved``); median and p10-p90, and the ratio to unsharded.
+   (``common.interleaved``); median and p10-p90, and the ratio to unsharded.
 
 Without a GPU, the devices are virtual: ``--xla_force_host_platform_device_count=8`` splits
 this machine's CPU into 8 XLA devices that share its cores and memory. Bytes per device are
 exact (they are what each device would hold anywhere); times only show the cost of the
 partitioned program on the same cores, not the speedup of more hardware.
 
-    python scripts/bench_sharded.py      # writes docs/bench/sharded.json, docs/img/sharded.png
-    python scripts/bench_sharded.py --reps 10 --json /tmp/sharded.json --png /tmp/sharded.png
+    python -m scripts.benchmarks.bench_sharded   # docs/bench/sharded.json, docs/img/sharded.png
+    python -m scripts.benchmarks.bench_sharded --reps 10 --json /tmp/s.json --png /tmp/s.png
 """
 
 import argparse
@@ -35,9 +35,7 @@ import optax  # noqa: E402
 
 import adam_jax  # noqa: E402
 from adam_jax.training import distributed  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402
+from scripts.benchmarks import common
 
 DEVICE_COUNTS = (1, 2, 4, 8)
 LAYOUTS = ("dp", "fsdp")
@@ -60,7 +58,7 @@ def make_tree(shapes):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    shapes = _bench.transformer_shapes(width=args.width, layers=args.layers)
+    shapes = common.transformer_shapes(width=args.width, layers=args.layers)
     host_params = make_tree(shapes)
     host_grads = {k: np.cos(v) for k, v in host_params.items()}
     tx = adam_jax.adam(1e-3)
@@ -133,10 +131,10 @@ def main(argv=None) -> int:
 
             runners[f"{layout}:{n}"] = (run, lambda box=box: jax.block_until_ready(box["params"]))
 
-    times = _bench.interleaved(runners, reps=args.reps)
+    times = common.interleaved(runners, reps=args.reps)
     base = times["unsharded"]
     timing = {
-        name: {"seconds": _bench.summary(t), "ratio_to_unsharded": _bench.ratio(t, base)}
+        name: {"seconds": common.summary(t), "ratio_to_unsharded": common.ratio(t, base)}
         for name, t in times.items()
     }
 
@@ -151,17 +149,17 @@ def main(argv=None) -> int:
         s, r = timing[name]["seconds"], timing[name]["ratio_to_unsharded"]
         print(
             f"{row['layout']:<8}{row['devices']:>3}  {row['bytes_per_device_max'] / 2**20:>11.3f}"
-            f"  {row['fraction_of_whole']:>8.4f}  {_bench.fmt_time(s['median']):>14}"
-            f"  {_bench.fmt_time(s['p10']) + ' - ' + _bench.fmt_time(s['p90']):>22}"
+            f"  {row['fraction_of_whole']:>8.4f}  {common.fmt_time(s['median']):>14}"
+            f"  {common.fmt_time(s['p10']) + ' - ' + common.fmt_time(s['p90']):>22}"
             f"  {r['median']:>11.2f}x"
         )
     s = timing["unsharded"]["seconds"]
     print(
-        f"unsharded (1 device, no mesh): {_bench.fmt_time(s['median'])} "
-        f"({_bench.fmt_time(s['p10'])} - {_bench.fmt_time(s['p90'])})"
+        f"unsharded (1 device, no mesh): {common.fmt_time(s['median'])} "
+        f"({common.fmt_time(s['p10'])} - {common.fmt_time(s['p90'])})"
     )
     result = {
-        "machine": _bench.machine(),
+        "machine": common.machine(),
         "model": {
             "shapes": "transformer_shapes",
             "width": args.width,
@@ -176,7 +174,7 @@ def main(argv=None) -> int:
         "timing": timing,
     }
     result["picture_bytes_n4"] = layout_of
-    _bench.save(args, result, lambda path: draw(layout_of, path))
+    common.save(args, result, lambda path: draw(layout_of, path))
     return 0
 
 

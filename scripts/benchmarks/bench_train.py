@@ -23,10 +23,10 @@ the training registry (``adam_jax.training.tasks``), whose weights and data are 
   its weight gradient, and the small second layer: 26 MFLOP) give the GFLOP/s reached.
 
 Compile time is measured apart (``lower().compile()``). Variants are interleaved round-robin
-(see ``_bench.py``), each repetition from fresh copies of the weights.
+(see ``common.py``), each repetition from fresh copies of the weights.
 
-    python scripts/bench_train.py                  # 30 repetitions, writes docs/bench/train.json
-    python scripts/bench_train.py --quick          # 3 repetitions of 100 steps
+    python -m scripts.benchmarks.bench_train          # 30 repetitions, writes docs/bench/train.json
+    python -m scripts.benchmarks.bench_train --quick  # 3 repetitions of 100 steps
 """
 
 import argparse
@@ -44,9 +44,7 @@ import numpy as np
 import adam_jax
 from adam_jax.training import loop
 from adam_jax.training.tasks import seed as seed_task
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402
+from scripts.benchmarks import common
 
 N, D_IN, HIDDEN, D_OUT = 64, *seed_task.SIZES
 LR, EPS = 1e-4, 1e-8
@@ -298,7 +296,7 @@ def main(argv=None):
     import torch
 
     arrays = seed_arrays()
-    info = _bench.machine()
+    info = common.machine()
     print(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  load average {info['loadavg']}")
     jv, compile_s, jbox = jax_variants(arrays, args.steps)
     threads = sorted({1, os.cpu_count()})
@@ -354,9 +352,9 @@ def main(argv=None):
     for name, t in sorted(per_step.items(), key=lambda kv: np.median(kv[1])):
         row = {
             "name": name,
-            "ms_per_step": {k: 1e3 * v for k, v in _bench.summary(t).items()},
-            "fastest_torch_over_this": _bench.ratio(per_step[fastest_torch], t),
-            "this_over_floor_fwd_bwd": _bench.ratio(t, per_step["floor fwd+bwd"]),
+            "ms_per_step": {k: 1e3 * v for k, v in common.summary(t).items()},
+            "fastest_torch_over_this": common.ratio(per_step[fastest_torch], t),
+            "this_over_floor_fwd_bwd": common.ratio(t, per_step["floor fwd+bwd"]),
             "times_s": times[name].tolist(),
         }
         if name in compile_s:
@@ -398,7 +396,7 @@ def main(argv=None):
         "floor_gflops": gflops,
         "rows": rows,
     }
-    _bench.save(args, result, lambda path: plot(rows, path))
+    common.save(args, result, lambda path: plot(rows, path))
     return result
 
 

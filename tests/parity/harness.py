@@ -1,7 +1,8 @@
 """Runs adam_jax and the real PyTorch, optax and Keras optimizers side by side.
 
-Shared by the tests in ``tests/parity/`` and by ``scripts/parity_report.py``
-(which must not import from ``tests/``, hence its place in this package).
+Shared by the tests in ``tests/parity/`` and by the dev tool
+``scripts/dev/parity_report.py``, which writes docs/parity.md's tables from it. The seed's
+PyTorch program is the user program ``scripts/seed_pytorch.py``, imported from there.
 
 The problem: four parameter arrays (a scalar, a vector, a matrix and a 3-D
 array) and, at step :math:`t`, the gradient
@@ -20,8 +21,8 @@ from zero and starting points further out on the same side, so that no array
 comes near zero, where a relative difference would measure nothing (weight
 decay pulls the 1e-2-scaled vector in to about 0.3 at the least).
 
-Torch and Keras are imported inside the functions that need them, so that this
-module imports without them.
+Torch, Keras and the training package are imported inside the functions that need them,
+so that this module imports without them.
 """
 
 import contextlib
@@ -40,6 +41,7 @@ import numpy as np
 import optax
 
 import adam_jax
+from scripts.seed_pytorch import SEED_EPS, SEED_LR, SEED_STEPS, seed_pytorch
 
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (5, 3), "tensor": (2, 3, 4)}
 SCALES = {"scalar": 1.0, "vector": 1e-2, "matrix": 1e2, "tensor": 0.3}
@@ -612,10 +614,9 @@ def torch_code_path_unsupported(code_path: str, dtype: str, optimizer: str = "Ad
     return None
 
 
-# --- the seed's program ------------------------------------------------------------------------
+# --- the seed's loss curves ---------------------------------------------------------------------
 
 
-SEED_STEPS, SEED_LR, SEED_EPS = 500, 1e-4, 1e-8
 SEED_CURVES = {
     "pytorch": "torch.optim.Adam(amsgrad=True)",
     "adam_jax_pytorch": 'adam_jax, convention="pytorch"',
@@ -625,67 +626,13 @@ SEED_CURVES = {
 }
 
 
-def seed_pytorch(seed: int = 0, steps: int = SEED_STEPS, dtype: str = "float32") -> dict:
-    """Runs the seed's PyTorch program; returns its initial weights, data and losses.
-
-    The seed trains a 1000 -> 100 -> ReLU -> 10 MLP on 64 random inputs and
-    targets with ``MSELoss(reduction="sum")`` and ``torch.optim.Adam(lr=1e-4,
-    amsgrad=True, eps=1e-8)``, printing the loss before each step. The weights
-    and data are drawn in float32 as in the seed, then cast, so both dtypes
-    train the same problem.
-
-    Args:
-      seed: ``torch.manual_seed`` of the data and the weights.
-      steps: optimizer steps (the seed: 500).
-      dtype: ``"float32"`` (the seed's) or ``"float64"``.
-
-    Returns:
-      NumPy arrays in ``dtype``: ``x`` (64, 1000), ``y`` (64, 10), the initial
-      ``w1`` (100, 1000), ``b1`` (100,), ``w2`` (10, 100), ``b2`` (10,) in
-      ``torch.nn.Linear``'s (out, in) layout (the layout of ``train.py
-      --init-from``), and ``losses`` (steps,), the loss before each step.
-    """
-    import torch
-
-    n, (d_in, hidden, d_out) = 64, (1000, 100, 10)
-    torch.manual_seed(seed)
-    x = torch.randn(n, d_in)
-    y = torch.randn(n, d_out)
-    first, last = torch.nn.Linear(d_in, hidden), torch.nn.Linear(hidden, d_out)
-    model = torch.nn.Sequential(first, torch.nn.ReLU(), last)
-    tdtype = getattr(torch, dtype)
-    model, x, y = model.to(tdtype), x.to(tdtype), y.to(tdtype)  # .to casts first and last too
-    tensors = {"x": x, "y": y, "w1": first.weight, "b1": first.bias}
-    tensors |= {"w2": last.weight, "b2": last.bias}
-    saved = {k: v.detach().numpy().copy() for k, v in tensors.items()}
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR, amsgrad=True, eps=SEED_EPS)
-    saved["losses"] = seed_torch_steps(model, optimizer, x, y, steps).astype(dtype)
-    return saved
-
-
-def seed_torch_steps(model, optimizer, x, y, steps: int) -> np.ndarray:
-    """The seed's PyTorch loop, ``steps`` times: the sum-of-squares loss before each step."""
-    import torch
-
-    loss_fn = torch.nn.MSELoss(reduction="sum")
-    losses = []
-    for _ in range(steps):
-        loss = loss_fn(model(x), y)
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return np.asarray(losses)
-
-
 def train_py_losses(npz: os.PathLike, out_dir: os.PathLike, *flags: str) -> np.ndarray:
     """Runs ``scripts/train.py --init-from npz --out out_dir *flags``; returns its losses.
 
     ``out_dir`` must not exist yet. ``jax_enable_x64`` (global to the process,
     and needed by float64 files) is restored afterwards.
     """
-    from adam_jax.training import cli
+    from adam_jax.training import cli  # the train extra (flax, orbax): only the seed's tests
 
     x64 = jax.config.read("jax_enable_x64")
     try:

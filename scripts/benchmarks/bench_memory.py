@@ -10,14 +10,12 @@
    (each kernel reading its operands and writing its results once): 28 B/param would be one
    pass over params, gradients and moments; AMSGrad 36.
 
-    python scripts/bench_memory.py                   # writes docs/bench/memory.json
+    python -m scripts.benchmarks.bench_memory                   # writes docs/bench/memory.json
     XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion \\
-        python scripts/bench_memory.py --json /tmp/memory_mof.json
+        python -m scripts.benchmarks.bench_memory --json /tmp/memory_mof.json
 """
 
 import argparse
-import os
-import sys
 from functools import partial
 
 import jax
@@ -26,9 +24,7 @@ import numpy as np
 import optax
 
 import adam_jax
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402
+from scripts.benchmarks import common
 
 
 def optimizers():
@@ -94,7 +90,7 @@ def step_analysis(tx, shapes, donate: bool) -> dict:
     n = sum(int(np.prod(s)) for s in shapes)
     arg, out = ma.argument_size_in_bytes, ma.output_size_in_bytes
     alias, temp = ma.alias_size_in_bytes, ma.temp_size_in_bytes
-    traffic = _bench.hlo_traffic(compiled.as_text())
+    traffic = common.hlo_traffic(compiled.as_text())
     return {
         "params": n,
         "arrays": len(shapes),
@@ -122,7 +118,7 @@ def main(argv=None):
     torch = None
     if not args.no_torch:
         import torch
-    info = _bench.machine()
+    info = common.machine()
     print(f"{info['date']}  JAX {jax.__version__} on {jax.devices()[0]}")
     print(f"XLA_FLAGS={info['xla_flags']!r}")
 
@@ -131,7 +127,7 @@ def main(argv=None):
     for r in state_rows:
         print(f"  {r['optimizer']:42s} {r['param_dtype']:9s} {r['bytes']:5.1f}")
 
-    cases = {f"flat {args.size:.0e}": [(int(args.size),)], "tree": _bench.transformer_shapes()}
+    cases = {f"flat {args.size:.0e}": [(int(args.size),)], "tree": common.transformer_shapes()}
     step_rows = []
     print(
         f"\n{'case':>10} {'optimizer':>17} {'donate':>6} {'args MB':>8} {'out MB':>7} "
@@ -149,7 +145,7 @@ def main(argv=None):
                     f"{r['kernels_per_array']:8.2f} {r['hlo_bytes_per_param']:11.2f}"
                 )
     result = {"machine": info, "state_bytes_per_param": state_rows, "step": step_rows}
-    _bench.save(args, result)
+    common.save(args, result)
     return result
 
 

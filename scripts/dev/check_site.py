@@ -14,9 +14,9 @@ A screenshot of each page at each width is kept under site/_check/. Chromium is 
 ``chromium`` package, installed with apt-get when missing; it is driven over the DevTools
 protocol with websocket-client (the docs extra).
 
-    python scripts/check_site.py              # build site/, check it (make check-site)
-    python scripts/check_site.py --no-build   # check the site/ already built
-    python scripts/check_site.py --self-test  # the checker must fail on planted faults
+    python -m scripts.dev.check_site              # build site/, check it (make check-site)
+    python -m scripts.dev.check_site --no-build   # check the site/ already built
+    python -m scripts.dev.check_site --self-test  # the checker must fail on planted faults
 """
 
 import argparse
@@ -38,7 +38,7 @@ from urllib.parse import unquote, urldefrag, urlsplit
 
 import websocket
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WIDTHS = (400, 1400)  # a phone and a desktop, in CSS px
 HEIGHT = 900  # viewport height; screenshots cover the whole page, up to MAX_SHOT_HEIGHT
 MAX_SHOT_HEIGHT = 16_000

@@ -18,20 +18,19 @@ Each step must read params, gradients and moments and write params and moments: 
 fp32 param for Adam, 36 for AMSGrad. The effective bandwidth is those bytes over the time, and
 its yardstick is a STREAM-style in-place ``y += a * x`` (12 bytes per element) measured in the
 same rounds, in JAX (``y`` donated) and in PyTorch (``add_``); ``%axpy`` is the step's effective
-bandwidth over the faster of the two. Implementations are interleaved (see ``_bench.py``); ratios
+bandwidth over the faster of the two. Implementations are interleaved (see ``common.py``); ratios
 are per repetition, then their median is reported with the 10th-90th percentiles. A turn runs
 as many steps back to back as fill ``--budget`` seconds and then waits for the last one, as a
 training loop does (JAX dispatches asynchronously; PyTorch on the CPU runs synchronously); the
 time is per step. Caches are warm: the turn starts with one untimed step.
 
-    python scripts/bench_update.py                   # full run, writes docs/bench/update.json
-    python scripts/bench_update.py --quick           # smoke run: 2 sizes, 5 repetitions
-    python scripts/bench_update.py --sizes 1e6,1e7,1e8,3e8 --device gpu --json gpu.json
+    python -m scripts.benchmarks.bench_update          # full run, writes docs/bench/update.json
+    python -m scripts.benchmarks.bench_update --quick  # smoke run: 2 sizes, 5 repetitions
+    python -m scripts.benchmarks.bench_update --sizes 1e6,1e7,1e8,3e8 --device gpu --json gpu.json
 """
 
 import argparse
 import os
-import sys
 from functools import partial
 
 import jax
@@ -40,9 +39,7 @@ import numpy as np
 import optax
 
 import adam_jax
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402
+from scripts.benchmarks import common
 
 BYTES_PER_PARAM = {
     "adam": 28,
@@ -181,9 +178,9 @@ def measure_group(cases, args, device, torch, torch_device):
         for _ in range(3):
             step()
             sync()
-        once = _bench.interleaved({key: (step, sync)}, reps=3, settle_s=0)[key].min()
-        calls[key] = _bench.calls_for(once, budget_s=args.budget)
-    times = _bench.interleaved(impls, reps=args.reps, calls=calls, settle_s=args.settle)
+        once = common.interleaved({key: (step, sync)}, reps=3, settle_s=0)[key].min()
+        calls[key] = common.calls_for(once, budget_s=args.budget)
+    times = common.interleaved(impls, reps=args.reps, calls=calls, settle_s=args.settle)
     return times, meta, calls
 
 
@@ -204,7 +201,7 @@ def analyse(times, meta, calls):
                     "algo": "axpy",
                     "impl": name,
                     "calls": calls[(label, "axpy", name)],
-                    "time_s": _bench.summary(t),
+                    "time_s": common.summary(t),
                     "gbps": axpy_gbps[name],
                     "times_s": t.tolist(),
                 }
@@ -219,11 +216,11 @@ def analyse(times, meta, calls):
                     "algo": algo,
                     "impl": name,
                     "calls": calls[(label, algo, name)],
-                    "time_s": _bench.summary(t),
+                    "time_s": common.summary(t),
                     "gbps": gbps,
                     "frac_axpy": gbps / best_axpy,
                     "ratio_to": {
-                        ref: _bench.ratio(t, group[ref])
+                        ref: common.ratio(t, group[ref])
                         for ref in ("optax", "torch fused")
                         if ref in group and ref != name
                     },
@@ -231,7 +228,7 @@ def analyse(times, meta, calls):
                     **{k: v for k, v in meta[(label, algo, name)].items() if k != "n"},
                 }
                 if algo == "amsgrad":
-                    row["ratio_to"]["same impl, Adam"] = _bench.ratio(
+                    row["ratio_to"]["same impl, Adam"] = common.ratio(
                         t, times[(label, "adam", name)]
                     )
                 rows.append(row)
@@ -244,7 +241,7 @@ def tree_vs_flat(times, tree_label, flat_label, n_tree, n_flat):
     for algo in ("adam", "amsgrad"):
         for key in [k for k in times if k[0] == tree_label and k[1] == algo]:
             flat = times[(flat_label, algo, key[2])] / n_flat
-            out[f"{algo} {key[2]}"] = _bench.ratio(times[key] / n_tree, flat)
+            out[f"{algo} {key[2]}"] = common.ratio(times[key] / n_tree, flat)
     return out
 
 
@@ -257,14 +254,14 @@ def print_table(rows):
     print("-" * len(head))
     for r in rows:
         t = r["time_s"]
-        spread = f"{_bench.fmt_time(t['p10'])}-{_bench.fmt_time(t['p90'])}"
+        spread = f"{common.fmt_time(t['p10'])}-{common.fmt_time(t['p90'])}"
         ro = r.get("ratio_to", {})
         fo = f"{ro['optax']['median']:.2f}" if "optax" in ro else ""
         ft = f"{ro['torch fused']['median']:.2f}" if "torch fused" in ro else ""
         frac = f"{100 * r['frac_axpy']:.0f}" if "frac_axpy" in r else ""
         fus = str(r.get("array_fusions", ""))
         print(
-            f"{r['case']:>10} {r['algo']:>8} {r['impl']:>18} {_bench.fmt_time(t['median']):>10} "
+            f"{r['case']:>10} {r['algo']:>8} {r['impl']:>18} {common.fmt_time(t['median']):>10} "
             f"{spread:>21} {r['gbps']:6.1f} {frac:>6} {fo:>6} {ft:>8} {fus:>4}"
         )
 
@@ -374,16 +371,16 @@ def main(argv=None):
             torch_device = "cuda"
         elif device.platform != "cpu":
             print(f"note: JAX runs on {device.platform}, PyTorch on cpu (no CUDA in this torch)")
-    info = _bench.machine()
+    info = common.machine()
     info["jax_device"] = str(device)
     info["torch_device"] = torch_device if torch is not None else None
     print(f"{info['date']}  {info['cpu']} x{info['cpu_count']}  JAX on {device}")
     print(f"load average {info['loadavg']}")
 
     tree_shapes = (
-        _bench.transformer_shapes(width=64, layers=4, vocab=512, context=128)
+        common.transformer_shapes(width=64, layers=4, vocab=512, context=128)
         if args.quick
-        else _bench.transformer_shapes()
+        else common.transformer_shapes()
     )
     n_tree = int(sum(np.prod(s) for s in tree_shapes))
     tree_with = min(args.sizes, key=lambda n: abs(np.log(n / n_tree)))
@@ -421,7 +418,7 @@ def main(argv=None):
         },
         "rows": all_rows,
     }
-    _bench.save(args, result, lambda path: plot(all_rows, path))
+    common.save(args, result, lambda path: plot(all_rows, path))
     return result
 
 

@@ -6,14 +6,13 @@ of ``--chunk`` steps; after each chunk it evaluates the held-out metrics and
 ``adam_jax.epsilon_report`` (per leaf). Writes docs/bench/lm_study.json and
 docs/img/lm_loss.png; docs/training.md and docs/epsilon.md report them.
 
-    python scripts/lm_study.py             # 800 steps each: 2 to 14 min each on 2 cores, by load
-    python scripts/lm_study.py --steps 200 --out /tmp/lm   # a quick look
+    python -m scripts.benchmarks.lm_study  # 800 steps each: 2 to 14 min each on 2 cores, by load
+    python -m scripts.benchmarks.lm_study --steps 200 --out /tmp/lm   # a quick look
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 import types
 from functools import partial
@@ -26,9 +25,7 @@ from flax import nnx
 
 import adam_jax
 from adam_jax.training.tasks import lm
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402  (the benchmarks' shared helper: machine facts)
+from scripts.benchmarks import common
 
 OPTIMIZERS = ("adam", "amsgrad", "adamw", "adam_atan2")
 EPS = 1e-8  # PyTorch's default, convention "pytorch"
@@ -179,7 +176,7 @@ def main(argv=None) -> None:
     corpus = lm.load_corpus()
     params = jax.tree.leaves(problem.params)
     result = {
-        "machine": _bench.machine(),
+        "machine": common.machine(),
         "config": {**vars(args), "eps": EPS, "warmup": WARMUP, "schedule": "warmup-cosine"},
         "model": {
             "context": lm.CONTEXT,

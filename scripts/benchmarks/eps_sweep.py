@@ -10,8 +10,8 @@ on digits) and, every ``REPORT_EVERY`` steps, ``adam_jax.epsilon_report``'s
 ``vmap`` over the grid of (learning rate, epsilon, seed), stepped by
 ``lax.scan`` with the training package's ``train_step``.
 
-    python scripts/eps_sweep.py                   # the full sweep, a few minutes on 2 CPU cores
-    python scripts/eps_sweep.py --tasks digits --optimizers adam --seeds 1 --steps 20 \
+    python -m scripts.benchmarks.eps_sweep  # the full sweep, a few minutes on 2 CPU cores
+    python -m scripts.benchmarks.eps_sweep --tasks digits --optimizers adam --seeds 1 --steps 20 \
         --eps 0,1e-8 --out /tmp/sweep --img-dir /tmp/sweep    # a quick check
 """
 

@@ -2,7 +2,7 @@
 
 Runs every comparison of ``tests/parity`` (each convention against its
 framework, parameters compared after every step, in float64 and float32; the
-harness is ``adam_jax.training.parity``) and the seed's program (PyTorch's,
+harness is ``tests/parity/harness.py``) and the seed's program (PyTorch's,
 then ``scripts/train.py --init-from`` its weights and data, and the real
 ``optax.amsgrad``), then:
 
@@ -11,8 +11,8 @@ then ``scripts/train.py --init-from`` its weights and data, and the real
 - writes every number to ``docs/parity.json``;
 - plots the seed's loss curves to ``docs/img/seed_loss_curves.png``.
 
-    python scripts/parity_report.py              # about 3 minutes on 2 CPU cores
-    python scripts/parity_report.py --no-write   # print only
+    python -m scripts.dev.parity_report              # about 3 minutes on 2 CPU cores
+    python -m scripts.dev.parity_report --no-write   # print only
 
 Needs the ``test`` and ``train`` extras (torch, keras, flax, matplotlib).
 """
@@ -30,10 +30,10 @@ from importlib import metadata
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 os.environ.setdefault("KERAS_BACKEND", "jax")  # before keras is first imported
 
-from adam_jax.training import parity as h  # noqa: E402
+from tests.parity import harness as h  # noqa: E402
 
 DTYPES = ("float64", "float32")
 STEP_100 = 99  # index of the 100th loss

@@ -101,8 +101,15 @@ def machine() -> dict:
         "python": platform.python_version(),
         "versions": versions,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "command": command_line(),
     }
+
+
+def command_line() -> str:
+    """How this program was started: ``python -m scripts.benchmarks.<name> <args>``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # None when run as a file
+    program = ["-m", spec.name] if spec is not None else sys.argv[:1]
+    return " ".join([os.path.basename(sys.executable), *program, *sys.argv[1:]])
 
 
 def write_json(path: str, obj) -> None:
