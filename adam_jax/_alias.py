@@ -75,16 +75,41 @@ def optimizer_chain(
 
 
 def from_spec(spec: AdamSpec) -> Optimizer:
-    """The optax optimizer that ``spec`` describes, carrying ``spec``.
+    r"""The optax optimizer that ``spec`` describes, carrying ``spec``.
 
     What :func:`adam_jax.adam` and friends return for the same arguments:
-    ``adam_jax.from_spec(adam_jax.adam(...).spec)`` is the same optimizer.
+    ``adam_jax.from_spec(adam_jax.adam(...).spec)`` is the same optimizer. With
+    :math:`s_t` the direction of :func:`adam_jax.scale_by_adam` for the spec,
+    :math:`\eta_t` = ``spec.learning_rate`` and :math:`\lambda` =
+    ``spec.weight_decay``, the chain is
+
+    .. math::
+
+      u_t = -\eta_t \big(s_t(\pm g_t + \lambda_c p_{t-1}) + \lambda_d p_{t-1}\big)
+
+    where :math:`\pm` is the sign flip of ``maximize``, and :math:`\lambda`
+    is :math:`\lambda_c` (coupled, added to the gradient) or :math:`\lambda_d`
+    (decoupled, AdamW) as ``spec.decoupled_weight_decay`` says.
+
+    Args:
+      spec: the validated description.
+
+    Returns:
+      An :class:`adam_jax.Optimizer`: ``optax.chain`` of the sign flip, weight
+      decay, the direction and ``optax.scale_by_learning_rate``, carrying ``spec``.
 
     Examples:
       >>> import adam_jax
       >>> spec = adam_jax.AdamSpec(learning_rate=0.1, amsgrad=True, convention="optax")
       >>> adam_jax.from_spec(spec).spec == spec
       True
+
+    References:
+      Kingma & Ba, `Adam: A Method for Stochastic Optimization
+      <https://arxiv.org/abs/1412.6980>`_, ICLR 2015.
+
+      Loshchilov & Hutter, `Decoupled Weight Decay Regularization
+      <https://arxiv.org/abs/1711.05101>`_, ICLR 2019.
     """
     tx = optimizer_chain(
         scale_by_spec(spec),
