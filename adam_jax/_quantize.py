@@ -198,13 +198,18 @@ def _block_max(magnitudes: jax.Array, block_size: int) -> jax.Array:
 def _quantize(x: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
     thresholds, first_code = _lookup_tables(signed)
     rows = _flush_subnormals(x.astype(jnp.float32).reshape(x.shape or (1,)))
-    magnitudes = jnp.abs(rows)
-    if not signed:  # a negative value poisons its block, as a NaN does
-        magnitudes = jnp.where(rows < 0, jnp.float32(jnp.nan), magnitudes)
+    # NaN (and, unsigned, a negative value) enters the max as +inf: XLA's CPU max does not
+    # reliably propagate NaN. A block whose max is +inf gets the scale NaN.
+    poisoned = jnp.isnan(rows) if signed else jnp.isnan(rows) | (rows < 0)
+    magnitudes = jnp.where(poisoned, jnp.float32(jnp.inf), jnp.abs(rows))
     absmax = _block_max(magnitudes, block_size)
-    scales = jnp.where(absmax <= _FLOAT32_MAX, absmax, jnp.float32(jnp.nan))  # inf, NaN -> NaN
+    scales = jnp.where(absmax <= _FLOAT32_MAX, absmax, jnp.float32(jnp.nan))
     divisors = jnp.where(scales == 0, jnp.float32(1), scales)
-    normalized = rows / _repeat_per_element(divisors, block_size, rows.shape[-1])
+    # The divisor depends on x (0 * x is 0, or NaN in blocks already NaN): divided by a
+    # broadcast, XLA's CPU backend multiplies by a rounded reciprocal instead, which is
+    # not x / N (and is 0 for N > 2**126).
+    divisors = _repeat_per_element(divisors, block_size, rows.shape[-1]) + 0 * rows
+    normalized = rows / divisors
     prefix = lax.shift_right_logical(
         lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
     )
@@ -281,7 +286,7 @@ def quantize(x: jax.typing.ArrayLike, *, signed: bool, block_size: int) -> Quant
     """
     _check_signed(signed)
     check_block_size(block_size)
-    dtype = jnp.result_type(x)
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else jnp.result_type(x)
     if dtype.name not in _ACCEPTED_DTYPES:
         raise TypeError(
             f"quantize takes {list(_ACCEPTED_DTYPES)} arrays, got dtype {dtype.name}"
