@@ -348,9 +348,11 @@ def test_lookup_needs_no_search():
 
 @pytest.mark.skipif(not importlib.util.find_spec("bitsandbytes"), reason="bitsandbytes absent")
 @pytest.mark.parametrize("signed", SIGNS)
-def test_bitsandbytes_blockwise_agrees(signed):
-    """Same layout (rows a multiple of the block); bitsandbytes' CPU quantizer looks codes up
-    in a 65536-bin table of x/N, so it may pick a neighbour code: ours must then be nearer."""
+def test_bitsandbytes_blockwise_agrees_where_its_cpu_lookup_is_exact(signed):
+    """Same layout (rows a multiple of the block). bitsandbytes' CPU quantizer looks x/N up in
+    a table of 65536 equal bins of [-1, 1] (width 3e-5), coarser than the codes below ~1e-4:
+    there it may pick a farther code, and near a midpoint a neighbour. Ours is always at least
+    as near; above 1e-3 at most a neighbour apart, in under 1% of the elements."""
     import bitsandbytes.functional as bnb_functional
 
     rng = np.random.default_rng(3)
@@ -363,11 +365,13 @@ def test_bitsandbytes_blockwise_agrees(signed):
     q = quantize(x, signed=signed, block_size=256)
     np.testing.assert_array_equal(np.asarray(q.scales).ravel(), bnb_state.absmax.numpy())
     ours, theirs = np.asarray(q.codes, np.int64), bnb_codes.numpy().astype(np.int64)
-    assert np.all(np.abs(ours - theirs) <= 1)
     normalized = x.astype(np.float64) / np.repeat(np.asarray(q.scales), 256, axis=-1)
     c = code_map(signed).astype(np.float64)
     assert np.all(np.abs(c[ours] - normalized) <= np.abs(c[theirs] - normalized))
-    assert np.mean(ours != theirs) < 0.01
+    large = np.abs(normalized) > 1e-3
+    assert (
+        np.all(np.abs(ours - theirs)[large] <= 1) and np.mean(ours[large] != theirs[large]) < 0.01
+    )
     # Dequantization is the same float32 product.
     bnb_state.absmax = torch.from_numpy(np.asarray(q.scales).ravel().copy())
     theirs_values = bnb_functional.dequantize_blockwise(
