@@ -1,0 +1,353 @@
+"""Block-wise 8-bit quantization with the dynamic code maps of Dettmers et al. (2022).
+
+An array is cut into blocks of ``block_size`` consecutive elements along its last
+axis (a row shorter than a block, or a row's tail, is a shorter block; a 0-d array
+is one block of 1). Each block keeps one float32 scale, its absolute maximum
+``N``, and each element one uint8 code: the index of the code-map value nearest to
+``x / N``. Blocks never cross rows, so codes and scales follow the array's sharding
+along every axis but the last (and along the last too, when a shard holds whole
+blocks): quantizing needs no communication.
+
+The quantizer, exactly (the float64 NumPy model in ``tests/quantize_reference.py``
+follows these rules and agrees bit for bit):
+
+1. Inputs of magnitude below the smallest normal float32 (``2**-126``) count as
+   zeros of their sign. XLA's CPU backend flushes them anyway; flushing them on
+   purpose makes every backend agree.
+2. ``N = max |x|`` over the block. A block holding a NaN or an infinity (or, for
+   the unsigned map, a negative value) gets ``N = NaN``: every element of that
+   block then dequantizes to NaN, so a NaN cannot hide inside a block.
+3. ``n = x / N``, one float32 division (``x`` itself where ``N = 0``, so an
+   all-zero block has no ``0 / 0``).
+4. The code is the index of the nearest value of the sorted code map ``c``; a value
+   exactly halfway between two codes takes the lower one. Equivalently the code
+   is the number of thresholds ``t_j < n``, where ``t_j`` is the exact midpoint
+   ``(c_j + c_{j+1}) / 2`` rounded down to float32 (so the float32 comparison is
+   exact). A NaN ``n`` gets code 0.
+5. Dequantization is ``c[code] * N`` in float32, with results below ``2**-126``
+   in magnitude flushed to zeros of their sign, as in step 1.
+
+Negative zero quantizes to the code of 0 and comes back as +0.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_SMALLEST_NORMAL = float(np.finfo(np.float32).smallest_normal)  # 2**-126
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ACCEPTED_DTYPES = ("float16", "bfloat16", "float32")
+
+
+class QuantizedArray(NamedTuple):
+    """An array stored as 8-bit codes with one float32 scale per block.
+
+    ``codes``: uint8, the array's shape; each an index into ``code_map(signed)``.
+    ``scales``: float32, ``scales_shape(codes.shape, block_size)``; each block's
+    absolute maximum, or NaN for a block that held a NaN, an infinity or (unsigned)
+    a negative value.
+    """
+
+    codes: jax.Array
+    scales: jax.Array
+
+
+def check_block_size(block_size) -> None:
+    """Raises unless ``block_size`` is a power of two of at least 32.
+
+    Raises:
+      TypeError: if it is not an int (bools included).
+      ValueError: if it is an int that is not a power of two >= 32.
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
+        raise TypeError(f"block_size must be an int (a power of two >= 32), got {block_size!r}.")
+    if block_size < 32 or block_size & (block_size - 1):
+        raise ValueError(
+            "block_size must be a power of two >= 32 (32, 64, 128, 256, ..., 2048, ...), "
+            f"got {block_size!r}."
+        )
+
+
+def scales_shape(shape: tuple[int, ...], block_size: int) -> tuple[int, ...]:
+    """The shape of the scales of an array of ``shape``: ``(*shape[:-1], blocks)``.
+
+    ``blocks = ceil(shape[-1] / block_size)``; a 0-d array has one scale, of shape ``()``.
+    """
+    if not shape:
+        return ()
+    return (*shape[:-1], -(-shape[-1] // block_size))
+
+
+def _linspace_float32(start: float, stop: float, num: int) -> np.ndarray:
+    """``torch.linspace(start, stop, num, dtype=torch.float32)`` on x86, bit for bit.
+
+    PyTorch computes ``fma(step, i, start)`` for the first half and
+    ``fma(-step, num - 1 - i, stop)`` for the second, with ``step`` in float32. Here
+    the products and sums are exact in float64 (at most 32 significant bits), so
+    one rounding to float32 gives the fused result.
+    """
+    first, last = np.float32(start), np.float32(stop)
+    step = np.float64((last - first) / np.float32(num - 1))
+    i = np.arange(num)
+    from_start = step * i + np.float64(first)
+    from_stop = np.float64(last) - step * (num - 1 - i)
+    return np.where(i < num // 2, from_start, from_stop).astype(np.float32)
+
+
+@functools.cache
+def _dynamic_map(signed: bool) -> np.ndarray:
+    values = [np.zeros(1, np.float32), np.ones(1, np.float32)]
+    for exponent in range(7):  # the decade 10**(exponent - 6)
+        bins = 2**exponent if signed else 2 ** (exponent + 1)
+        edges = _linspace_float32(0.1, 1.0, bins + 1)
+        midpoints = (edges[:-1] + edges[1:]) / np.float32(2)
+        magnitudes = midpoints * np.float32(10.0 ** (exponent - 6))
+        values += [magnitudes, -magnitudes] if signed else [magnitudes]
+    code = np.sort(np.concatenate(values))
+    code.flags.writeable = False
+    return code
+
+
+def code_map(signed: bool) -> np.ndarray:
+    """The dynamic ("dynamic tree") 8-bit code map: 256 sorted float32 values in [-1, 1].
+
+    The code of Dettmers (2016), as the block-wise 8-bit optimizers use it (Dettmers
+    et al., 2022): a value is ``± 10**-e * f``, where the exponent ``e = 0 .. 6`` is
+    coded by the number of leading zero bits and the fraction ``f`` is the midpoint of
+    one of ``2**(6 - e)`` equal bins of [0.1, 1] (the bits after the indicator bit).
+    Signed: a sign bit and ``2**(6 - e)`` bins per decade, 127 values of each sign,
+    plus 0 and 1. Unsigned (for second moments): the sign bit becomes one more
+    fraction bit, ``2**(7 - e)`` bins per decade, 254 positive values, 0 and 1.
+    The smallest nonzero magnitudes are 5.5e-7 (signed) and 3.25e-7 (unsigned).
+
+    The values are bit-identical to ``bitsandbytes.functional.create_dynamic_map``
+    (which builds them in float32 with ``torch.linspace``); ``1.0`` is the only value
+    of the signed map without its negative.
+
+    Args:
+      signed: the signed map (first moments) or the unsigned one (second moments).
+
+    Returns:
+      A read-only float32 array of shape ``(256,)``, sorted ascending.
+
+    Examples:
+      >>> import adam_jax._quantize as q
+      >>> signed = q.code_map(signed=True)
+      >>> signed.shape, signed[0].item(), signed[127].item(), signed[255].item()
+      ((256,), -0.992968738079071, 0.0, 1.0)
+
+    References:
+      Dettmers et al, `8-bit Optimizers via Block-wise Quantization
+      <https://arxiv.org/abs/2110.02861>`_, 2022 (ICLR).
+      Dettmers, `8-Bit Approximations for Parallelism in Deep Learning
+      <https://arxiv.org/abs/1511.04561>`_, 2016 (ICLR).
+    """
+    _check_signed(signed)
+    return _dynamic_map(signed)
+
+
+@functools.cache
+def _lookup_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds (with +inf appended) and the first code of each 16-bit float32 prefix.
+
+    For every value of the top 16 bits of a float32 (sign, exponent, 7 fraction
+    bits), ``first_code`` holds the code of the smallest float32 with that prefix.
+    No prefix spans two thresholds of either map (the closest thresholds are 7%
+    apart, a prefix spans 0.8%), so the code of ``n`` is
+    ``first_code + (threshold[first_code] < n)``: two table reads instead of a
+    search. Prefixes of infinities and NaNs map to code 0.
+    """
+    code = _dynamic_map(signed).astype(np.float64)
+    midpoints = (code[:-1] + code[1:]) / 2  # exact: float32 values, halved in float64
+    thresholds = midpoints.astype(np.float32)
+    rounded_up = thresholds.astype(np.float64) > midpoints
+    thresholds[rounded_up] = np.nextafter(thresholds[rounded_up], np.float32(-np.inf))
+    prefixes = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
+    negative = prefixes >> np.uint32(31) == 1
+    smallest = np.where(negative, prefixes | np.uint32(0xFFFF), prefixes).view(np.float32)
+    first_code = np.searchsorted(thresholds, smallest, side="left")
+    first_code[~np.isfinite(smallest)] = 0
+    return np.append(thresholds, np.float32(np.inf)), first_code.astype(np.uint8)
+
+
+def _flush_subnormals(x: jax.Array) -> jax.Array:
+    return jnp.where(jnp.abs(x) < _SMALLEST_NORMAL, jnp.copysign(jnp.float32(0), x), x)
+
+
+def _repeat_per_element(scales: jax.Array, block_size: int, length: int) -> jax.Array:
+    """Each block's scale repeated over its elements: ``(..., blocks) -> (..., length)``."""
+    return jnp.repeat(scales, block_size, axis=-1)[..., :length]
+
+
+def _block_max(magnitudes: jax.Array, block_size: int) -> jax.Array:
+    """The max over each block of the last axis: ``(..., length) -> (..., blocks)``."""
+    length = magnitudes.shape[-1]
+    if 0 < length < block_size:
+        return jnp.max(magnitudes, axis=-1, keepdims=True)
+    blocks = -(-length // block_size)
+    padding = [(0, 0)] * (magnitudes.ndim - 1) + [(0, blocks * block_size - length)]
+    padded = jnp.pad(magnitudes, padding)  # zeros never change a max of magnitudes
+    return jnp.max(padded.reshape(*magnitudes.shape[:-1], blocks, block_size), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("signed", "block_size"))
+def _quantize(x: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
+    thresholds, first_code = _lookup_tables(signed)
+    rows = _flush_subnormals(x.astype(jnp.float32).reshape(x.shape or (1,)))
+    # NaN (and, unsigned, a negative value) enters the max as +inf: XLA's CPU max does not
+    # reliably propagate NaN. A block whose max is +inf gets the scale NaN.
+    poisoned = jnp.isnan(rows) if signed else jnp.isnan(rows) | (rows < 0)
+    magnitudes = jnp.where(poisoned, jnp.float32(jnp.inf), jnp.abs(rows))
+    absmax = _block_max(magnitudes, block_size)
+    scales = jnp.where(absmax <= _FLOAT32_MAX, absmax, jnp.float32(jnp.nan))
+    divisors = jnp.where(scales == 0, jnp.float32(1), scales)
+    # The divisor depends on x (0 * x is 0, or NaN in blocks already NaN): divided by a
+    # broadcast, XLA's CPU backend multiplies by a rounded reciprocal instead, which is
+    # not x / N (and is 0 for N > 2**126).
+    divisors = _repeat_per_element(divisors, block_size, rows.shape[-1]) + 0 * rows
+    normalized = rows / divisors
+    prefix = lax.shift_right_logical(
+        lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
+    )
+    first = jnp.asarray(first_code)[prefix.astype(jnp.int32)]
+    above = jnp.asarray(thresholds)[first.astype(jnp.int32)] < normalized
+    codes = first + above.astype(jnp.uint8)
+    return QuantizedArray(codes.reshape(x.shape), scales.reshape(scales_shape(x.shape, block_size)))
+
+
+@functools.partial(jax.jit, static_argnames=("signed", "block_size"))
+def _dequantize(codes: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> jax.Array:
+    rows = codes.reshape(codes.shape or (1,))
+    per_element = _repeat_per_element(
+        scales.reshape(rows.shape[:-1] + (-1,)), block_size, rows.shape[-1]
+    )
+    values = jnp.asarray(_dynamic_map(signed))[rows.astype(jnp.int32)] * per_element
+    return _flush_subnormals(values).reshape(codes.shape)
+
+
+def _check_signed(signed) -> None:
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed must be True or False, got {signed!r}.")
+
+
+def quantize(x: jax.typing.ArrayLike, *, signed: bool, block_size: int) -> QuantizedArray:
+    r"""Block-wise 8-bit quantization of ``x`` with the dynamic code map.
+
+    For each block :math:`b` (``block_size`` consecutive elements of the last axis)
+    with absolute maximum :math:`N_b`, and the code map :math:`c` of ``code_map(signed)``:
+
+    .. math::
+
+      \mathrm{scale}_b = N_b = \max_{i \in b} |x_i|, \qquad
+      \mathrm{code}_i = \arg\min_j \left| c_j - x_i / N_b \right|
+
+    with the exact rules of this module's docstring: subnormal inputs count as zero,
+    ties take the lower code, and a block holding a NaN or an infinity (or, unsigned,
+    a negative value) gets a NaN scale so that it dequantizes to NaN. Pure and
+    elementwise apart from one max per block; jittable, vmappable.
+
+    Args:
+      x: a float32, bfloat16 or float16 array (converted exactly to float32), of any
+        shape. float64 is refused: it would be rounded silently.
+      signed: the signed map (values in [-1, 1], first moments) or the unsigned one
+        ([0, 1], second moments and AMSGrad's maximum). With ``signed=False`` a
+        negative value raises ``ValueError`` when ``x`` is concrete; under ``jit`` it
+        turns its block's scale into NaN.
+      block_size: elements per block along the last axis, a power of two >= 32.
+
+    Returns:
+      A :class:`QuantizedArray`: uint8 ``codes`` of ``x.shape`` and float32 ``scales``
+      of ``scales_shape(x.shape, block_size)``.
+
+    Raises:
+      TypeError: for a dtype other than float32, bfloat16 or float16, or a
+        ``block_size`` that is not an int.
+      ValueError: for a bad ``block_size``, or (unsigned) concrete negative values.
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from adam_jax._quantize import quantize, dequantize
+      >>> x = jnp.array([[0.5, -1.0, 3e-3, 0.0], [2.0, 0.0, 0.0, 0.0]])
+      >>> q = quantize(x, signed=True, block_size=32)
+      >>> q.codes.dtype, q.codes.shape, q.scales.tolist()
+      (dtype('uint8'), (2, 4), [[1.0], [2.0]])
+      >>> np.asarray(dequantize(q, signed=True, block_size=32), float).round(5).tolist()
+      [[0.50078, -0.99297, 0.00297, 0.0], [2.0, 0.0, 0.0, 0.0]]
+
+      -1.0 comes back as -0.99297: the signed map has 1.0 but not -1.0.
+
+    References:
+      Dettmers et al, `8-bit Optimizers via Block-wise Quantization
+      <https://arxiv.org/abs/2110.02861>`_, 2022 (ICLR), Section 2.1.
+    """
+    _check_signed(signed)
+    check_block_size(block_size)
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else jnp.result_type(x)
+    if dtype.name not in _ACCEPTED_DTYPES:
+        raise TypeError(
+            f"quantize takes {list(_ACCEPTED_DTYPES)} arrays, got dtype {dtype.name}"
+            + (": float64 would be rounded to float32 silently." if dtype == np.float64 else ".")
+        )
+    if not signed and not isinstance(x, jax.core.Tracer):
+        smallest = float(jnp.min(jnp.asarray(x, jnp.float32), initial=0.0))
+        if smallest < 0:
+            raise ValueError(
+                "quantize(signed=False) holds values in [0, 1] times a scale; x has negative "
+                f"values (the smallest is {smallest!r}). Use signed=True."
+            )
+    return _quantize(jnp.asarray(x), signed, int(block_size))
+
+
+def dequantize(q: QuantizedArray, *, signed: bool, block_size: int) -> jax.Array:
+    r"""The float32 array a :class:`QuantizedArray` stands for.
+
+    .. math:: y_i = c_{\mathrm{code}_i} \cdot \mathrm{scale}_b
+
+    computed in float32, with results below ``2**-126`` in magnitude flushed to
+    zeros of their sign. An all-zero block gives exact zeros; a block with a NaN
+    scale gives NaN everywhere.
+
+    Args:
+      q: the codes and scales from :func:`quantize`.
+      signed: the code map ``q`` was quantized with.
+      block_size: the block size ``q`` was quantized with.
+
+    Returns:
+      A float32 array of ``q.codes.shape``.
+
+    Raises:
+      TypeError: if the codes are not uint8 or the scales not float32.
+      ValueError: if the scales' shape does not fit the codes' shape and ``block_size``
+        (for instance, state quantized with another block size).
+
+    Examples:
+      >>> import jax.numpy as jnp, numpy as np
+      >>> from adam_jax._quantize import quantize, dequantize
+      >>> q = quantize(jnp.array([4.0, 1.0, 0.0]), signed=False, block_size=64)
+      >>> np.asarray(dequantize(q, signed=False, block_size=64), float).round(5).tolist()
+      [4.0, 1.00469, 0.0]
+
+    References:
+      Dettmers et al, `8-bit Optimizers via Block-wise Quantization
+      <https://arxiv.org/abs/2110.02861>`_, 2022 (ICLR), Section 2.1.
+    """
+    _check_signed(signed)
+    check_block_size(block_size)
+    codes, scales = q
+    if codes.dtype != jnp.uint8 or scales.dtype != jnp.float32:
+        raise TypeError(
+            f"QuantizedArray needs uint8 codes and float32 scales, got {codes.dtype} and "
+            f"{scales.dtype}."
+        )
+    expected = scales_shape(codes.shape, block_size)
+    if scales.shape != expected:
+        raise ValueError(
+            f"scales of shape {scales.shape} do not fit codes of shape {codes.shape} in blocks "
+            f"of block_size={block_size}, which need {expected}; was it quantized with another "
+            "block_size?"
+        )
+    return _dequantize(codes, scales, signed, int(block_size))
