@@ -104,7 +104,9 @@ def test_each_program_is_in_the_folder_of_its_audience():
         "bench_train",
         "bench_memory",
         "bench_sharded",
+        "bench_lowmem",
         "lm_study",
+        "lowmem_study",
         "eps_sweep",
     }
     assert {p.stem for p in programs("scripts/dev")} == {"mutants", "check_site", "parity_report"}

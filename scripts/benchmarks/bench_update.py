@@ -27,6 +27,15 @@ time is per step. Caches are warm: the turn starts with one untimed step.
     python -m scripts.benchmarks.bench_update          # full run, writes docs/bench/update.json
     python -m scripts.benchmarks.bench_update --quick  # smoke run: 2 sizes, 5 repetitions
     python -m scripts.benchmarks.bench_update --sizes 1e6,1e7,1e8,3e8 --device gpu --json gpu.json
+
+``--lowmem`` times another row set: ``adam_jax.adam`` / ``amsgrad`` with float32 moments against
+the same with 8-bit block-quantized moments (``quantized_state=adam_jax.BlockQuantization()``),
+interleaved in the same rounds as the axpy. There the bytes a step must stream are measured from
+its arrays: read params, gradients and state, write params and state (28 B/param in float32, about
+16 with 8-bit moments); the compiled kernels' own traffic (``common.hlo_traffic``) is reported
+beside it.
+
+    python -m scripts.benchmarks.bench_update --lowmem --sizes 1e5,1e6,1e7 --reps 20 --no-torch
 """
 
 import argparse
@@ -172,7 +181,13 @@ def measure_group(cases, args, device, torch, torch_device):
         if torch is not None:
             impls[(label, "axpy", "torch")] = torch_axpy(torch, n, torch_device)
             meta[(label, "axpy", "torch")] = {"n": n}
-    # Warm up (compiles, first touch, lazy state), then size the batches of back-to-back calls.
+    times, calls = time_interleaved(impls, args)
+    return times, meta, calls
+
+
+def time_interleaved(impls, args):
+    """Warms up (compiles, first touch, lazy state), sizes the batches of back-to-back calls,
+    then times every implementation round-robin: ``(times, calls)``."""
     calls = {}
     for key, (step, sync) in impls.items():
         for _ in range(3):
@@ -181,7 +196,7 @@ def measure_group(cases, args, device, torch, torch_device):
         once = common.interleaved({key: (step, sync)}, reps=3, settle_s=0)[key].min()
         calls[key] = common.calls_for(once, budget_s=args.budget)
     times = common.interleaved(impls, reps=args.reps, calls=calls, settle_s=args.settle)
-    return times, meta, calls
+    return times, calls
 
 
 def analyse(times, meta, calls):
@@ -233,6 +248,101 @@ def analyse(times, meta, calls):
                     )
                 rows.append(row)
     return rows
+
+
+# --- low-memory Adam: float32 against 8-bit moments ------------------------------------------
+
+STORAGES = ("float32", "8-bit")
+
+
+def streamed_bytes(params, state, grads) -> int:
+    """Bytes a step must move, from the arrays: read params, grads, state; write params, state."""
+
+    def size(tree) -> int:
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+    return 2 * (size(params) + size(state)) + size(grads)
+
+
+def measure_lowmem_group(cases, args, device, torch, torch_device):
+    """Times float32 and 8-bit Adam and AMSGrad steps of every case in ``cases`` round-robin."""
+    impls, meta = {}, {}
+    rng = np.random.default_rng(0)
+    quantized = adam_jax.BlockQuantization()
+    for label, shapes in cases:
+        n = int(sum(np.prod(s) for s in shapes))
+        grads = [jax.device_put(rng.standard_normal(s, dtype=np.float32), device) for s in shapes]
+        for algo in ("adam", "amsgrad"):
+            for storage in STORAGES:
+                options = {"quantized_state": quantized} if storage == "8-bit" else {}
+                tx = adam_jax.adam(LR, amsgrad=algo == "amsgrad", **options)
+                params = [jax.device_put(jnp.zeros(s, jnp.float32), device) for s in shapes]
+                state_shapes = jax.eval_shape(tx.init, params)
+                run, compiled = jax_step(tx, params, grads)
+                impls[(label, algo, storage)] = run
+                meta[(label, algo, storage)] = {
+                    "n": n,
+                    "array_fusions": array_fusions(compiled),
+                    "bytes_per_param": streamed_bytes(params, state_shapes, grads) / n,
+                    "hlo_bytes_per_param": common.hlo_traffic(compiled.as_text())["bytes"] / n,
+                }
+        impls[(label, "axpy", "jax")] = jax_axpy(n, device)
+        if torch is not None:
+            impls[(label, "axpy", "torch")] = torch_axpy(torch, n, torch_device)
+    times, calls = time_interleaved(impls, args)
+    return times, meta, calls
+
+
+def analyse_lowmem(times, meta, calls):
+    """Per-configuration statistics, the bandwidth floor's fraction, and 8-bit / float32."""
+    rows = []
+    for label in dict.fromkeys(k[0] for k in times):
+        n = meta[(label, "adam", "float32")]["n"]
+        axpy = {k[2]: v for k, v in times.items() if k[0] == label and k[1] == "axpy"}
+        best_axpy = max(AXPY_BYTES * n / np.median(v) / 1e9 for v in axpy.values())
+        for algo in ("adam", "amsgrad"):
+            for storage in STORAGES:
+                key = (label, algo, storage)
+                t, m = times[key], meta[key]
+                gbps = m["bytes_per_param"] * n / np.median(t) / 1e9
+                row = {
+                    "case": label,
+                    "n": n,
+                    "algo": algo,
+                    "storage": storage,
+                    "calls": calls[key],
+                    "time_s": common.summary(t),
+                    "time_per_param_ns": 1e9 * np.median(t) / n,
+                    "gbps": gbps,
+                    "axpy_gbps": best_axpy,
+                    "frac_axpy": gbps / best_axpy,
+                    "times_s": t.tolist(),
+                    **{k: v for k, v in m.items() if k != "n"},
+                }
+                if storage == "8-bit":
+                    row["ratio_to_float32"] = common.ratio(t, times[(label, algo, "float32")])
+                rows.append(row)
+    return rows
+
+
+def print_lowmem_table(rows):
+    head = (
+        f"{'case':>8} {'algo':>8} {'state':>8} {'median':>10} {'p10-p90':>21} {'ns/param':>8} "
+        f"{'B/param':>7} {'HLO B':>6} {'GB/s':>6} {'%axpy':>6} {'/fp32 [p10, p90]':>19}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        t = r["time_s"]
+        spread = f"{common.fmt_time(t['p10'])}-{common.fmt_time(t['p90'])}"
+        ratio = r.get("ratio_to_float32")
+        versus = f"{ratio['median']:.2f} [{ratio['p10']:.2f}, {ratio['p90']:.2f}]" if ratio else ""
+        print(
+            f"{r['case']:>8} {r['algo']:>8} {r['storage']:>8} {common.fmt_time(t['median']):>10} "
+            f"{spread:>21} {r['time_per_param_ns']:8.3f} {r['bytes_per_param']:7.2f} "
+            f"{r['hlo_bytes_per_param']:6.1f} {r['gbps']:6.1f} {100 * r['frac_axpy']:6.0f} "
+            f"{versus:>19}"
+        )
 
 
 def tree_vs_flat(times, tree_label, flat_label, n_tree, n_flat):
@@ -346,7 +456,14 @@ def parse_args(argv):
     p.add_argument(
         "--quick", action="store_true", help="smoke run: sizes 1e4,1e6, small tree, 5 reps"
     )
-    p.add_argument("--json", default="docs/bench/update.json", help="where to write the results")
+    p.add_argument(
+        "--lowmem", action="store_true", help="float32 against 8-bit moments (see above)"
+    )
+    p.add_argument(
+        "--json",
+        help="where to write the results (default docs/bench/update.json, "
+        "with --lowmem docs/bench/update_lowmem.json)",
+    )
     p.add_argument(
         "--png", default="docs/img/bench_update.png", help="where to write the plot ('' skips it)"
     )
@@ -354,6 +471,10 @@ def parse_args(argv):
     if args.quick:
         args.sizes, args.reps = "1e4,1e6", min(args.reps, 5)
     args.sizes = [int(float(s)) for s in args.sizes.split(",")]
+    if args.json is None:
+        args.json = "docs/bench/update_lowmem.json" if args.lowmem else "docs/bench/update.json"
+    if args.lowmem:
+        args.png = ""  # the table and the JSON are its results
     if args.reps < 1:
         p.error(f"--reps must be >= 1, got {args.reps}")
     return args
@@ -389,6 +510,12 @@ def main(argv=None):
         cases = [(f"{n:.0e}", [(n,)])]
         if not args.no_tree and n == tree_with:
             cases.append(("tree", tree_shapes))
+        if args.lowmem:
+            times, meta, calls = measure_lowmem_group(cases, args, device, torch, torch_device)
+            rows = analyse_lowmem(times, meta, calls)
+            print_lowmem_table(rows)
+            all_rows += rows
+            continue
         times, meta, calls = measure_group(cases, args, device, torch, torch_device)
         rows = analyse(times, meta, calls)
         print_table(rows)
@@ -403,6 +530,7 @@ def main(argv=None):
     result = {
         "machine": info,
         "settings": {
+            "lowmem": args.lowmem,
             "reps": args.reps,
             "budget_s": args.budget,
             "settle_s": args.settle,
