@@ -10,6 +10,7 @@ in a subprocess with 8 CPU devices (tests/distributed/packed_checks.py).
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -200,6 +201,23 @@ def test_packed_fused_step_calls_the_kernel_once_per_buffer(mask, calls):
     grads = layout.pack(jax.tree.map(lambda r: r[0], raws))
     text = jax.jit(fused.step).lower(buffers, grads, fused.init(buffers)).compile().as_text()
     assert text.count('custom_call_target="adam_jax_step"') == calls
+
+
+@fused_only
+def test_packed_fused_step_compiles_to_the_program_of_one_array():
+    """Packed, the tree's step is the one-array step (only the argument names differ)."""
+    params, _ = make_problem()
+    layout = PackedLayout.from_params(params)
+    fused = adam_jax.fused_adam(LR, amsgrad=True)
+
+    def program(p):
+        step = jax.jit(fused.step, donate_argnums=(0, 2))
+        text = step.lower(p, p, fused.init(p)).compile().as_text()
+        entry = re.sub(r"metadata=\{[^}]*\}", "", text[text.index("\nENTRY") :])
+        return entry.replace("__float32__", "")  # the buffer's key, in the arguments' names
+
+    buffers = layout.pack(params)
+    assert program(buffers) == program(jnp.zeros(layout.sizes["float32"]))
 
 
 @pytest.mark.parametrize("name", ["amsgrad, coupled decay", "nadam", "adamw"])
