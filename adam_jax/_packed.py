@@ -34,43 +34,45 @@ class PackedLeaf(NamedTuple):
 class PackedLayout:
     r"""How a params tree maps onto flat buffers: one per dtype (and per weight-decay flag).
 
-    Build it once from the params (or their ``jax.eval_shape``) with :meth:`from_params`; it
-    is static (tree structure, shapes, dtypes, offsets), hashable, and holds no arrays.
+    Build it once from the params (or their ``jax.eval_shape``) with
+    :meth:`adam_jax.PackedLayout.from_params`; it is static (tree structure, shapes, dtypes,
+    offsets), hashable, and holds no arrays.
 
     The leaves of the tree are laid end to end, in the tree's leaf order, in one 1-D buffer
     per dtype: leaf :math:`i` of shape :math:`s_i` occupies
     :math:`[o_i, o_i + \prod s_i)` with :math:`o_{i+1} = o_i + \prod s_i`. With ``mask=``
     (the weight-decay mask of :func:`adam_jax.adamw`), decayed and undecayed leaves go to
-    separate buffers, so the mask itself packs: :attr:`mask` is one bool per buffer.
-    The buffers are a dict, keyed ``"float32"`` (no mask) or ``"float32/decayed"`` and
-    ``"float32/undecayed"``, and are an ordinary params tree: every adam_jax optimizer,
-    optax path or :func:`adam_jax.fused_adam`, steps them as it steps any tree, with the same
-    bits per element (the update is elementwise), in a few kernels instead of one per leaf.
+    separate buffers, so the mask itself packs: :attr:`adam_jax.PackedLayout.mask` is one
+    bool per buffer. The buffers are a dict, keyed ``"float32"`` (no mask) or
+    ``"float32/decayed"`` and ``"float32/undecayed"``, and are an ordinary params tree: every
+    adam_jax optimizer, optax path or :func:`adam_jax.fused_adam`, steps them as it steps any
+    tree, with the same bits per element (the update is elementwise), in a few kernels
+    instead of one per leaf.
 
-    - :meth:`pack` copies a tree into buffers (once, at the start of training);
-    - :meth:`unpack` gives the tree back as slices and reshapes of the buffers, under
+    - ``pack`` copies a tree into buffers (once, at the start of training);
+    - ``unpack`` gives the tree back as slices and reshapes of the buffers, under
       ``jax.jit`` too, so ``jax.grad(lambda b: loss(layout.unpack(b)))(buffers)`` is the
       gradient already packed;
-    - :meth:`pack_state` and :meth:`unpack_state` convert an optimizer state between the two
-      forms (checkpoints and interop keep the tree form; a run resumes in either, bitwise).
+    - ``pack_state`` and ``unpack_state`` convert an optimizer state between the two forms
+      (checkpoints and interop keep the tree form; a run resumes in either, bitwise).
 
     Sharding (FSDP, ZeRO-3): with ``sharding=NamedSharding(mesh, P("data"))`` each buffer is
     split over the ``"data"`` axis, each device holding 1/N of it, and so are the gradient
     and the optimizer state: the step runs on each device's shard with no communication.
-    :meth:`unpack` all-gathers a buffer inside the loss, and the gradient flows back
+    ``unpack`` all-gathers a buffer inside the loss, and the gradient flows back
     reduce-scattered. Each buffer is padded with zeros to a multiple of N. The padding is
-    never read by :meth:`unpack`, so its gradient is exactly 0, and Adam's update of a zero
+    never read by ``unpack``, so its gradient is exactly 0, and Adam's update of a zero
     gradient on a zero param with zero moments is exactly 0 (also with ``eps=0``, weight
     decay, NAdam and AMSGrad): the padding stays 0 and its moments stay 0. Without a
     sharding there is no padding.
 
     Attributes:
       treedef: the params' tree structure.
-      leaves: one :class:`PackedLeaf` per leaf, in the tree's leaf order.
+      leaves: one ``PackedLeaf`` per leaf, in the tree's leaf order.
       sizes: buffer key -> its length (padding included).
       dtypes: buffer key -> its dtype.
       decayed: buffer key -> whether weight decay applies (all True without a mask).
-      has_mask: whether ``mask=`` was given (then :attr:`mask` is not None).
+      has_mask: whether ``mask=`` was given (then ``mask`` is not None).
       sharding: the buffers' 1-D ``NamedSharding``, or None.
 
     Examples:
@@ -221,8 +223,8 @@ class PackedLayout:
     def unpack_state(self, opt_state: Any) -> Any:
         """``opt_state`` with every subtree shaped like the buffers unpacked to the tree form.
 
-        The inverse of :meth:`pack_state`: a state stepped on the packed params becomes,
-        bitwise, the state of the same optimizer stepped on the params tree.
+        The inverse of :meth:`adam_jax.PackedLayout.pack_state`: a state stepped on the
+        packed params becomes, bitwise, the state of the same optimizer stepped on the tree.
         """
         return jax.tree.map(
             lambda x: self._unpack(x) if self._is_buffers(x) else x,
