@@ -53,10 +53,11 @@ OPTIMIZERS = {
         lr, amsgrad=True, weight_decay=WD, decoupled_weight_decay=True, mask=mask
     ),
 }
+# Every optimizer in every convention with a schedule; a constant learning rate in one.
 OPTAX_CASES = [
     (name, convention, lr)
-    for name, convention, lr in itertools.product(OPTIMIZERS, CONVENTIONS, ("constant", "schedule"))
-    if name != "adam_atan2" or convention == "pytorch"
+    for name, convention, lr in itertools.product(OPTIMIZERS, CONVENTIONS, ("schedule", "constant"))
+    if convention == "pytorch" or (name != "adam_atan2" and lr == "schedule")
 ]
 # weight-decay mode -> fused_adam's arguments.
 FUSED_DECAY = {
