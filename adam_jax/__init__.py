@@ -14,6 +14,8 @@ from adam_jax._diagnostics import epsilon_report as epsilon_report
 from adam_jax._fused import FusedAdam as FusedAdam
 from adam_jax._fused import fused_adam as fused_adam
 from adam_jax._fused import fused_available as fused_available
+from adam_jax._quantize import BlockQuantization as BlockQuantization
+from adam_jax._quantize import QuantizedArray as QuantizedArray
 from adam_jax._spec import AdamSpec as AdamSpec
 from adam_jax._transform import ScaleByAdamState as ScaleByAdamState
 from adam_jax._transform import scale_by_adam as scale_by_adam
@@ -23,9 +25,11 @@ __version__ = "0.2.0.dev0"  # the one place the version is written (pyproject re
 __all__ = [
     "CONVENTIONS",
     "AdamSpec",
+    "BlockQuantization",
     "Convention",
     "FusedAdam",
     "Optimizer",
+    "QuantizedArray",
     "ScaleByAdamState",
     "adam",
     "adam_atan2",

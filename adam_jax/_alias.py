@@ -17,6 +17,8 @@ import optax
 
 from adam_jax import _diagnostics
 from adam_jax._conventions import ConventionName
+from adam_jax._quantize import BlockQuantization
+from adam_jax._rounding import ParamRounding, rounded_updates
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import scale_by_spec
 
@@ -54,15 +56,18 @@ def optimizer_chain(
     maximize: bool,
     mask: Mask = None,
     decays_weights: bool = True,
+    rounding: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """``direction`` between the sign flip, weight decay and learning rate.
 
     ``chain(scale(-1) if maximize, add_decayed_weights if coupled, direction,
-    add_decayed_weights if decoupled, scale_by_learning_rate)``: coupled decay
-    is added to the gradient (as ``torch.optim.Adam``), decoupled decay to the
-    step (as ``torch.optim.AdamW``), and the learning rate is the last link.
-    ``mask`` (a tree of bools or a callable of the params, as optax's) leaves
-    the params where it is False undecayed.
+    add_decayed_weights if decoupled, scale_by_learning_rate, rounding)``:
+    coupled decay is added to the gradient (as ``torch.optim.Adam``), decoupled
+    decay to the step (as ``torch.optim.AdamW``), the learning rate is the last
+    link of the update, and ``rounding`` (16-bit params, ``param_rounding``)
+    turns it into exact differences of rounded params. ``mask`` (a tree of bools
+    or a callable of the params, as optax's) leaves the params where it is False
+    undecayed.
     """
     decay = optax.add_decayed_weights(weight_decay, mask)
     return optax.chain(
@@ -71,6 +76,7 @@ def optimizer_chain(
         direction,
         *([decay] if decays_weights and decoupled_weight_decay else []),
         optax.scale_by_learning_rate(learning_rate),
+        *([rounding] if rounding is not None else []),
     )
 
 
@@ -119,6 +125,11 @@ def from_spec(spec: AdamSpec) -> Optimizer:
         maximize=spec.maximize,
         mask=spec.mask,
         decays_weights=spec.decays_weights,
+        rounding=(
+            None
+            if spec.param_rounding is None
+            else rounded_updates(spec.param_rounding, spec.rounding_seed)
+        ),
     )
     optimizer = Optimizer(tx.init, tx.update)
     optimizer.spec = spec
@@ -140,6 +151,9 @@ def adam(
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: BlockQuantization | None = None,
+    param_rounding: ParamRounding | None = None,
+    rounding_seed: int | None = None,
 ) -> Optimizer:
     r"""Adam, AMSGrad and AdamW, in the epsilon convention of your choice.
 
@@ -179,6 +193,17 @@ def adam(
       maximize: ascend the objective instead of descending it.
       mu_dtype: storage dtype of the first moment (a real float dtype).
       nu_dtype: storage dtype of the second moment (a real float dtype).
+      quantized_state: an ``adam_jax.BlockQuantization`` to store the moments of
+        large leaves in 8 bits (2 bytes per param for Adam's two moments instead
+        of 8; see :func:`adam_jax.scale_by_adam`); None keeps float moments.
+      param_rounding: for bfloat16/float16 params, keep updates smaller than half
+        an ulp instead of rounding them away: ``"stochastic"`` (stochastic
+        rounding, keyed from ``rounding_seed``, the key kept in the state) or
+        ``"compensated"`` (Kahan summation with an error buffer in the params'
+        dtype in the state); the updates of 16-bit params are then float32 exact
+        differences, so ``optax.apply_updates`` lands on the rounded params. None
+        (default): ``apply_updates`` rounds to nearest.
+      rounding_seed: the PRNG seed of ``param_rounding="stochastic"``, an int.
 
     Returns:
       An :class:`adam_jax.Optimizer` (an ``optax.GradientTransformationExtraArgs``
@@ -226,6 +251,9 @@ def amsgrad(
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: BlockQuantization | None = None,
+    param_rounding: ParamRounding | None = None,
+    rounding_seed: int | None = None,
 ) -> Optimizer:
     r"""AMSGrad: :func:`adam_jax.adam` with ``amsgrad=True``.
 
@@ -264,6 +292,9 @@ def adamw(
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: BlockQuantization | None = None,
+    param_rounding: ParamRounding | None = None,
+    rounding_seed: int | None = None,
 ) -> Optimizer:
     r"""AdamW: :func:`adam_jax.adam` with decoupled weight decay.
 
@@ -304,6 +335,9 @@ def nadam(
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: BlockQuantization | None = None,
+    param_rounding: ParamRounding | None = None,
+    rounding_seed: int | None = None,
 ) -> Optimizer:
     r"""NAdam: Adam with Nesterov momentum (Dozat, 2016), in each framework's convention.
 

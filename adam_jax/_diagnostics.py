@@ -8,6 +8,7 @@ import optax
 
 from adam_jax import _numerics
 from adam_jax._conventions import StepCoefficients, get_convention, step_coefficients
+from adam_jax._quantize import QuantizedArray, dequantize
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 
@@ -59,12 +60,17 @@ def sqrt_terms(state: ScaleByAdamState, spec: AdamSpec, *, b2=None, eps_root=Non
         coef = step_coefficients(get_convention(spec.convention), amsgrad, one, bc2)
 
     def term(r):
+        if isinstance(r, QuantizedArray):  # 8-bit state: the values it stands for
+            assert spec.quantized_state is not None
+            block_size = spec.quantized_state.block_size
+            r = dequantize(r, signed=False, block_size=block_size)
         if jnp.iscomplexobj(r):  # the moments of the real and imaginary parts
             r = jnp.stack([r.real, r.imag], -1)
         r = r.astype(_numerics.compute_dtype(r.dtype))
         return jnp.sqrt(r * coef.inside.astype(r.dtype) + jnp.asarray(eps_root, r.dtype))
 
-    return jax.tree.map(term, second_moment)
+    is_quantized = lambda x: isinstance(x, QuantizedArray)  # noqa: E731
+    return jax.tree.map(term, second_moment, is_leaf=is_quantized)
 
 
 def _summary(terms: list, eps) -> dict:

@@ -20,6 +20,8 @@ import optax
 from adam_jax import _ffi, _numerics
 from adam_jax._alias import from_spec
 from adam_jax._conventions import ConventionName, get_convention, step_coefficients
+from adam_jax._quantize import BlockQuantization
+from adam_jax._rounding import ParamRounding
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
 
@@ -84,6 +86,9 @@ def fused_adam(
     maximize: bool = False,
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: BlockQuantization | None = None,
+    param_rounding: ParamRounding | None = None,
+    rounding_seed: int | None = None,
 ) -> FusedAdam:
     r"""Adam or AMSGrad as one fused CPU kernel that also applies the update (opt-in).
 
@@ -133,6 +138,10 @@ def fused_adam(
       maximize: ascend the objective instead of descending it.
       mu_dtype: storage dtype of the first moment: None or float32.
       nu_dtype: storage dtype of the second moment: None or float32.
+      quantized_state: must be None: the kernel keeps float32 moments (use
+        :func:`adam_jax.adam` for 8-bit state).
+      param_rounding: must be None: the kernel updates float32 params only.
+      rounding_seed: must be None.
 
     Returns:
       A ``FusedAdam``: ``init(params)`` gives the state of
@@ -174,6 +183,14 @@ def fused_adam(
         )
     _ffi.register(module)
     reference = from_spec(spec)
+    for name in ("quantized_state", "param_rounding", "rounding_seed"):
+        if getattr(spec, name) is not None:
+            raise ValueError(
+                f"fused_adam does not take {name}={getattr(spec, name)!r}: its kernel reads and "
+                "writes float32 params and float32 moments in one pass. Use adam_jax.adam with "
+                f"{name}=... (the same optimizer in pure JAX) for low-memory state or 16-bit "
+                "params."
+            )
     for name, dtype in (("mu_dtype", mu_dtype), ("nu_dtype", nu_dtype)):
         if dtype is not None and np.dtype(dtype) != np.float32:
             raise TypeError(

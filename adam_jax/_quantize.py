@@ -30,6 +30,7 @@ follows these rules and agrees bit for bit):
 Negative zero quantizes to the code of 0 and comes back as +0.
 """
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -54,6 +55,44 @@ class QuantizedArray(NamedTuple):
 
     codes: jax.Array
     scales: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockQuantization:
+    """How an optimizer stores its moments in 8 bits: ``quantized_state=`` of the factories.
+
+    Every real float moment leaf of at least ``min_size`` elements is kept as a
+    :class:`QuantizedArray` (uint8 codes, one float32 scale per ``block_size``
+    elements of the last axis): the first moment with the signed dynamic map, the
+    second moment and AMSGrad's maximum with the unsigned one. Smaller leaves (and
+    complex ones) keep float32 moments, as bitsandbytes does below 4096 elements:
+    their scales would cost more than the codes save, and biases and norms are
+    where 8 bits hurt most.
+
+    Attributes:
+      block_size: elements per block, a power of two >= 32. Smaller blocks follow
+        outliers more closely and cost ``8 / block_size`` bytes per param of scales.
+      min_size: leaves with fewer elements keep float32 moments; an int >= 0.
+
+    References:
+      Dettmers et al, `8-bit Optimizers via Block-wise Quantization
+      <https://arxiv.org/abs/2110.02861>`_, 2022 (ICLR).
+    """
+
+    block_size: int = 256
+    min_size: int = 4096
+
+    def __post_init__(self):
+        check_block_size(self.block_size)
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, (int, np.integer)):
+            raise TypeError(f"min_size must be an int >= 0, got {self.min_size!r}.")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be an int >= 0, got {self.min_size!r}.")
+
+    def applies_to(self, leaf) -> bool:
+        """Whether a moment of ``leaf`` (a param or gradient) is stored quantized."""
+        dtype = jnp.result_type(leaf)
+        return jnp.issubdtype(dtype, jnp.floating) and np.size(leaf) >= self.min_size
 
 
 def check_block_size(block_size) -> None:

@@ -10,8 +10,11 @@ learning. Two cures keep the update without a float32 master copy:
   it to the next update (Kahan's compensated summation).
 """
 
+from typing import Literal, NamedTuple
+
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 _SIXTEEN_BIT = ("bfloat16", "float16")
@@ -181,3 +184,92 @@ def compensated_add(
     new_param = lax.optimization_barrier((old + compensated).astype(param.dtype))
     new_error = compensated - (new_param.astype(jnp.float32) - old)
     return new_param, new_error.astype(error.dtype)
+
+
+ParamRounding = Literal["stochastic", "compensated"]
+
+
+class RoundedUpdatesState(NamedTuple):
+    """State of :func:`rounded_updates`.
+
+    Attributes:
+      key: ``"stochastic"``: the raw data (uint32) of the PRNG key of the next step;
+        None otherwise.
+      error: ``"compensated"``: the params' tree of error buffers, in each 16-bit
+        param's dtype (an empty array for the other params); None otherwise.
+    """
+
+    key: jax.Array | None
+    error: optax.Params | None
+
+
+def _is_16_bit(x) -> bool:
+    return jnp.result_type(x).name in _SIXTEEN_BIT
+
+
+def rounded_updates(mode: ParamRounding, seed: int | None = None) -> optax.GradientTransformation:
+    r"""The last link of a chain for 16-bit params: updates that keep every step.
+
+    For each bfloat16 or float16 param :math:`p` and incoming update :math:`u`, the
+    new param is :math:`p' = \mathrm{SR}(p + u)` (``"stochastic"``, see
+    :func:`stochastic_round`) or Kahan's :math:`p'` of :func:`compensated_add`
+    (``"compensated"``, with the error buffer in the state), and the returned update
+    is the float32 difference :math:`p' - p`, exact, so that
+    ``optax.apply_updates`` (which adds in float32 and casts back) lands on
+    :math:`p'` exactly. Other params' updates pass through unchanged.
+
+    Args:
+      mode: ``"stochastic"`` or ``"compensated"``.
+      seed: the PRNG seed of ``"stochastic"`` (an int); the key lives in the state
+        and is split every step, so a resumed run draws the same bits.
+
+    Returns:
+      An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+    """
+
+    def init_fn(params):
+        if mode == "stochastic":
+            return RoundedUpdatesState(key=jax.random.key_data(jax.random.key(seed)), error=None)
+        error = jax.tree.map(
+            lambda p: jnp.zeros_like(p) if _is_16_bit(p) else jnp.zeros((0,), jnp.result_type(p)),
+            params,
+        )
+        return RoundedUpdatesState(key=None, error=error)
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                f"param_rounding={mode!r} needs the params: call update(grads, state, params)."
+            )
+        leaves, treedef = jax.tree.flatten(updates)
+        old = treedef.flatten_up_to(params)
+        if mode == "stochastic":
+            key, step_key = jax.random.split(jax.random.wrap_key_data(state.key))
+            new_params = [
+                stochastic_round(
+                    p.astype(jnp.float32) + u.astype(jnp.float32),
+                    jax.random.fold_in(step_key, i),
+                    p.dtype,
+                )
+                if _is_16_bit(p)
+                else None
+                for i, (p, u) in enumerate(zip(old, leaves, strict=True))
+            ]
+            new_state = RoundedUpdatesState(key=jax.random.key_data(key), error=None)
+        else:
+            errors = treedef.flatten_up_to(state.error)
+            pairs = [
+                compensated_add(p, u.astype(jnp.float32), e) if _is_16_bit(p) else (None, e)
+                for p, u, e in zip(old, leaves, errors, strict=True)
+            ]
+            new_params = [pair[0] for pair in pairs]
+            new_state = RoundedUpdatesState(
+                key=None, error=treedef.unflatten([pair[1] for pair in pairs])
+            )
+        out = [
+            u if new is None else new.astype(jnp.float32) - p.astype(jnp.float32)
+            for p, u, new in zip(old, leaves, new_params, strict=True)
+        ]
+        return treedef.unflatten(out), new_state
+
+    return optax.GradientTransformation(init_fn, update_fn)

@@ -18,6 +18,8 @@ import optax
 
 from adam_jax import _validation
 from adam_jax._conventions import ConventionName, get_convention
+from adam_jax._quantize import BlockQuantization
+from adam_jax._rounding import ParamRounding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,9 @@ class AdamSpec:
     maximize: bool = False
     mu_dtype: Any = None
     nu_dtype: Any = None
+    quantized_state: BlockQuantization | None = None
+    param_rounding: ParamRounding | None = None
+    rounding_seed: int | None = None
 
     def __post_init__(self):
         convention = get_convention(self.convention)
@@ -85,6 +90,7 @@ class AdamSpec:
                     "(optax's Nesterov Adam keeps mu_t = b1), got "
                     f"{self.momentum_decay!r}."
                 )
+        self._check_low_memory()
         if self.nesterov and self.amsgrad:
             raise ValueError(
                 "amsgrad=True with nesterov=True: NAdam has no AMSGrad variant in PyTorch, "
@@ -107,3 +113,35 @@ class AdamSpec:
     def replace(self, **changes) -> "AdamSpec":
         """A copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)
+
+    def _check_low_memory(self) -> None:
+        """``quantized_state``, ``param_rounding`` and ``rounding_seed`` (issue 18)."""
+        if self.quantized_state is not None:
+            if not isinstance(self.quantized_state, BlockQuantization):
+                raise TypeError(
+                    "quantized_state must be None or adam_jax.BlockQuantization(block_size=..., "
+                    f"min_size=...), got {self.quantized_state!r}."
+                )
+            for name in ("mu_dtype", "nu_dtype"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} with quantized_state: quantized moments "
+                        f"are 8-bit codes (small leaves keep float32); leave {name} as None."
+                    )
+        allowed = (None, "stochastic", "compensated")
+        if self.param_rounding not in allowed:
+            raise ValueError(
+                f"param_rounding must be one of {allowed}, got {self.param_rounding!r}."
+            )
+        if self.param_rounding == "stochastic":
+            seed = self.rounding_seed
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+                raise TypeError(
+                    "param_rounding='stochastic' needs rounding_seed, an int in [0, 2**32) "
+                    f"(the key source: the key then lives in the state), got {seed!r}."
+                )
+        elif self.rounding_seed is not None:
+            raise ValueError(
+                f"rounding_seed={self.rounding_seed!r} is for param_rounding='stochastic', "
+                f"got param_rounding={self.param_rounding!r}."
+            )

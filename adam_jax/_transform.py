@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _numerics
+from adam_jax import _numerics, _quantize
 from adam_jax._conventions import (
     ConventionName,
     StepCoefficients,
@@ -61,6 +61,7 @@ def scale_by_adam(
     convention: ConventionName = "pytorch",
     mu_dtype: jax.typing.DTypeLike | None = None,
     nu_dtype: jax.typing.DTypeLike | None = None,
+    quantized_state: _quantize.BlockQuantization | None = None,
 ) -> optax.GradientTransformation:
     r"""Rescales gradients into the Adam (or AMSGrad, or NAdam) direction.
 
@@ -127,9 +128,15 @@ def scale_by_adam(
         complex params); default float32 for 16-bit params, else the params'.
       nu_dtype: storage dtype of :math:`v` (and the AMSGrad maximum); default as
         for ``mu_dtype``.
+      quantized_state: an ``adam_jax.BlockQuantization`` to keep :math:`m`,
+        :math:`v` and the AMSGrad maximum of every large real leaf as 8-bit codes
+        with a float32 scale per block (Dettmers et al.): each step dequantizes them,
+        runs the equations above in float32 and quantizes the new moments; the step
+        itself is computed before requantizing. None (default) keeps floats.
 
     Returns:
-      An ``optax.GradientTransformation`` whose state is a ``ScaleByAdamState``.
+      An ``optax.GradientTransformation`` whose state is a ``ScaleByAdamState``
+      (with ``adam_jax.QuantizedArray`` leaves where moments are quantized).
 
     Examples:
       >>> import jax.numpy as jnp, adam_jax
@@ -161,6 +168,7 @@ def scale_by_adam(
         convention=convention,
         mu_dtype=mu_dtype,
         nu_dtype=nu_dtype,
+        quantized_state=quantized_state,
     )
     return scale_by_spec(spec)
 
@@ -206,6 +214,7 @@ def scale_by_spec(spec: AdamSpec) -> optax.GradientTransformation:
         nu_dtype=spec.nu_dtype,
         momentum_schedule=momentum_schedule,
         complex_as_real=convention.complex_as_real,
+        quantization=spec.quantized_state,
     )
 
 
@@ -261,6 +270,7 @@ def scale_by_moments(
     nu_dtype,
     momentum_schedule: Callable[[jax.Array, Any], jax.Array] | None = None,
     complex_as_real: bool = False,
+    quantization: _quantize.BlockQuantization | None = None,
 ) -> optax.GradientTransformation:
     """The moments, AMSGrad's maximum and the count, around ``direction``.
 
@@ -279,16 +289,25 @@ def scale_by_moments(
         :math:`\\prod_{i \\le t} \\mu_i` in the state's ``mu_product``.
       complex_as_real: complex leaves are stepped as pairs of real numbers, with
         a complex ``nu`` holding the moments of the real and imaginary parts.
+      quantization: store the moments of large real leaves in 8 bits
+        (``quantized_state`` of :func:`scale_by_adam`); None keeps them in floats.
     """
 
     def init_fn(params):
+        _check_quantizable(params, quantization)
+
         def zeros(requested, second_moment):
             def make(p):
                 dtype = _numerics.moment_dtype(p, requested)
                 if second_moment and not (complex_as_real and _is_complex(p)):
                     dtype = _numerics.real_dtype(dtype)
                 # zeros_like keeps the param's sharding (and memory kind); zeros(shape) would not.
-                return jnp.zeros_like(p, dtype)
+                zeros = jnp.zeros_like(p, dtype)
+                if quantization is not None and quantization.applies_to(p):
+                    return _quantize.quantize(
+                        zeros, signed=not second_moment, block_size=quantization.block_size
+                    )
+                return zeros
 
             return jax.tree.map(make, params)
 
@@ -303,9 +322,23 @@ def scale_by_moments(
             mu_product=mu_product,
         )
 
+    def load(stored, *, signed: bool):
+        """A moment as an array: dequantized (float32) when it is stored in 8 bits."""
+        if isinstance(stored, _quantize.QuantizedArray):
+            assert quantization is not None  # _check_layout made sure
+            return _quantize.dequantize(stored, signed=signed, block_size=quantization.block_size)
+        return stored
+
+    def store(value, like, *, signed: bool):
+        """``value`` in the storage of ``like``: its dtype, or its 8-bit codes."""
+        if isinstance(like, _quantize.QuantizedArray):
+            assert quantization is not None
+            value = value.astype(jnp.float32)
+            return _quantize.quantize(value, signed=signed, block_size=quantization.block_size)
+        return value.astype(like.dtype)
+
     def update_fn(updates, state, params=None):
         del params
-        _check_same_tree(updates, state.mu)
         count = _numerics.safe_increment(state.count)
         scalar_dtype = _numerics.widest_compute_dtype(updates)
         mu_product = None
@@ -332,8 +365,12 @@ def scale_by_moments(
                 r = jnp.maximum(v_max, v_new * leaf_scalars.before_max)
             return direction.step(LeafMoments(m_new, r, g), leaf_scalars), m_new, v_new, r
 
-        def leaf(g, m, v, v_max):
-            _check_same_shape(g, m)
+        def leaf(g, stored_m, stored_v, stored_max):
+            _check_layout(g, stored_m, quantization)
+            m = load(stored_m, signed=True)
+            v, v_max = (
+                None if x is None else load(x, signed=False) for x in (stored_v, stored_max)
+            )
             dtype = _numerics.compute_dtype(jnp.result_type(g))
             real = _numerics.real_dtype(dtype)
             if complex_as_real and _is_complex(g):  # torch's view_as_real: each part alone
@@ -346,18 +383,19 @@ def scale_by_moments(
                     jnp.asarray(g, dtype), cast(m, dtype), cast(v, real), cast(v_max, real)
                 )
             step, m_new, v_new, r = out
-            return step, m_new.astype(m.dtype), v_new.astype(v.dtype), r
+            m_new = store(m_new, stored_m, signed=True)
+            return step, m_new, store(v_new, stored_v, signed=False), r
 
         grads, treedef = jax.tree.flatten(updates)
-        mus = treedef.flatten_up_to(state.mu)
-        nus = treedef.flatten_up_to(state.nu)
-        maxes = treedef.flatten_up_to(state.nu_max) if amsgrad else [None] * len(grads)
+        mus = _moments_like(treedef, state.mu)
+        nus = _moments_like(treedef, state.nu)
+        maxes = _moments_like(treedef, state.nu_max) if amsgrad else [None] * len(grads)
         out = [leaf(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
         step = [s.astype(jnp.result_type(g)) for (s, *_), g in zip(out, grads, strict=True)]
         nu_max = None
         if amsgrad:
             nu_max = treedef.unflatten(
-                [r.astype(x.dtype) for (*_, r), x in zip(out, maxes, strict=True)]
+                [store(r, x, signed=False) for (*_, r), x in zip(out, maxes, strict=True)]
             )
         new_state = ScaleByAdamState(
             count=count,
@@ -382,20 +420,50 @@ def _abs_sq(x: jax.Array) -> jax.Array:
     return x * x
 
 
-def _check_same_tree(updates, moments) -> None:
-    expected: Any = jax.tree.structure(moments)
-    if jax.tree.structure(updates) != expected:
+def _moments_like(treedef, moments) -> list:
+    """The moments' leaves, one per gradient leaf (a quantized moment is one leaf)."""
+    try:
+        return treedef.flatten_up_to(moments)
+    except (ValueError, TypeError):
         raise ValueError(
             "the gradients' tree does not match the optimizer state's tree: got "
-            f"{jax.tree.structure(updates)}, expected {expected}. "
+            f"{treedef}, expected the params' tree of {jax.tree.structure(moments)}. "
             "Initialise the optimizer with params of the same structure."
-        )
+        ) from None
 
 
-def _check_same_shape(gradient, moment) -> None:
-    """A gradient must have its param's shape: (1,) for (3,) would broadcast silently."""
-    if jnp.shape(gradient) != jnp.shape(moment):
+def _check_layout(gradient, moment, quantization) -> None:
+    """A gradient must have its param's shape ((1,) for (3,) would broadcast silently), and
+    its moment the storage this optimizer keeps for it (float or 8-bit)."""
+    if jnp.shape(gradient) != jnp.shape(_stored_array(moment)):
         raise ValueError(
             f"a gradient of shape {jnp.shape(gradient)} was given for a param of shape "
-            f"{jnp.shape(moment)}; gradients must have their params' shapes (no broadcasting)."
+            f"{jnp.shape(_stored_array(moment))}; gradients must have their params' shapes "
+            "(no broadcasting)."
         )
+    quantized = isinstance(moment, _quantize.QuantizedArray)
+    expected = quantization is not None and quantization.applies_to(gradient)
+    if quantized != expected:
+        layouts = {True: "8-bit quantized", False: "float"}
+        raise ValueError(
+            f"the optimizer state holds {layouts[quantized]} moments for a param of shape "
+            f"{jnp.shape(gradient)}, but this optimizer keeps {layouts[expected]} ones "
+            f"(quantized_state={quantization!r}): a state of one layout cannot be resumed "
+            "into an optimizer of the other. Build the optimizer the state was made with."
+        )
+
+
+def _stored_array(moment) -> jax.Array:
+    return moment.codes if isinstance(moment, _quantize.QuantizedArray) else moment
+
+
+def _check_quantizable(params, quantization) -> None:
+    if quantization is None:
+        return
+    for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if jnp.result_type(p) == jnp.float64:
+            raise ValueError(
+                f"quantized_state with float64 params (the leaf {jax.tree_util.keystr(path)}): "
+                "8-bit moments would round float64 arithmetic silently; use float32 or 16-bit "
+                "params, or quantized_state=None."
+            )

@@ -31,7 +31,15 @@ OTHER_DEFAULTS = {
     "nadam": {"learning_rate": None},
 }
 # The chain's arguments, which a bare direction does not take.
-CHAIN_ONLY = {"learning_rate", "weight_decay", "decoupled_weight_decay", "mask", "maximize"}
+CHAIN_ONLY = {
+    "learning_rate",
+    "weight_decay",
+    "decoupled_weight_decay",
+    "mask",
+    "maximize",
+    "param_rounding",  # the chain's last link
+    "rounding_seed",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FIXED))
