@@ -29,7 +29,7 @@ CASES = [
         index,
         id=f"{page}-{index}",
         marks=[
-            pytest.mark.xfail(strict=True, reason=reason)
+            pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
             for marker, reason in PENDING.items()
             if marker in block
         ],
