@@ -104,6 +104,7 @@ def test_each_program_is_in_the_folder_of_its_audience():
         "bench_train",
         "bench_memory",
         "bench_sharded",
+        "bench_packed",
         "lm_study",
         "eps_sweep",
     }

@@ -116,9 +116,7 @@ def run(expression: str) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("theirs", "ours"),
-    [
-        pytest.param(theirs, ours, id=theirs) for theirs, ours in equivalents()
-    ],
+    [pytest.param(theirs, ours, id=theirs) for theirs, ours in equivalents()],
 )
 def test_equivalent_is_the_framework_optimizer(theirs, ours):
     # float32 on both sides: the distance moved agrees to rounding (measured <= 7e-6 relative;

@@ -24,6 +24,10 @@ def conventions_markdown() -> str:
         "| `convention` | matches | complex params | NAdam $\\psi$ |",
         "|---|---|---|---|",
     ]
+    defaults = [
+        "| `convention` | `eps` | `adamw`'s `weight_decay` | `nadam`'s `learning_rate` |",
+        "|---|---|---|---|",
+    ]
     for row in CONVENTIONS.values():
         keeps = "v_t / c_2" if row.max_of_corrected else "v_t"
         psi = (
@@ -39,8 +43,22 @@ def conventions_markdown() -> str:
             f"| $\\max(r_{{t-1}}, {keeps})$ | ${step_latex(row, True)}$ |"
         )
         origins.append(f'| `"{row.name}"` | {row.reference} | {complex_} | {psi} |')
+        defaults.append(
+            f'| `"{row.name}"` | {row.default_eps:g} | {row.default_adamw_weight_decay:g} '
+            f"| {row.default_nadam_learning_rate:g} |"
+        )
     return "\n".join(
-        [*steps, "", "What each convention matches, and its two other columns:", "", *origins]
+        [
+            *steps,
+            "",
+            "What each convention matches, and its two other columns:",
+            "",
+            *origins,
+            "",
+            "The framework's defaults, taken where an argument is left as None:",
+            "",
+            *defaults,
+        ]
     )
 
 
