@@ -37,9 +37,9 @@ def one_error_line(capsys, flag: str) -> str:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["--seed", "-1"], "--seed"),
-        (["--seed", str(2**31)], "--seed"),
-        (["--seed", "9" * 40], "--seed"),
+        (["--rng-seed", "-1"], "--rng-seed"),
+        (["--rng-seed", str(2**31)], "--rng-seed"),
+        (["--rng-seed", "9" * 40], "--rng-seed"),
         (["--batch-size", str(10**12)], "--batch-size"),
         (["--out", "/proc/no-such-dir/run"], "--out"),
         (["--out", "a-file/run"], "--out"),
