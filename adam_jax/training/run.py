@@ -204,6 +204,7 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
             unit="step",
             file=sys.stderr,
             ncols=90,
+            miniters=1,  # every call shows (tqdm would otherwise learn to skip updates)
         )
         unwritten: list[dict] = []  # rows not yet in metrics.jsonl: written at boundaries
         try:
