@@ -354,3 +354,17 @@ def test_full_disk_is_one_line_and_whole_metrics(tmp_path, limit, argv):
     assert text.endswith("\n")
     steps = [json.loads(line)["step"] for line in text.splitlines()]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) % 10 == 0
+
+
+def test_resume_reads_a_config_of_the_old_seed_flag(finished, straight_rows, tmp_path):
+    """config.json files written before --seed became --rng-seed resume: "seed" is read as
+    "rng_seed", and their "resume" entry (no setting) is dropped."""
+    out = copy_run(finished, tmp_path / "run")
+    config = read_json(out / "config.json")
+    args = config["args"]
+    config["args"] = {("seed" if k == "rng_seed" else k): v for k, v in args.items()}
+    config["args"]["resume"] = None
+    (out / "config.json").write_text(json.dumps(config))
+    assert run("--resume", out, "--steps", 8) == 0
+    assert metrics_rows(out) == straight_rows
+    assert read_json(out / "config.json")["args"] == args | {"steps": 8, "out": str(out)}
