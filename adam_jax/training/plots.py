@@ -12,13 +12,19 @@ from adam_jax.training.metrics import last_evaluation  # noqa: E402
 COLUMNS = 2  # panels per row
 
 
+def panels(rows: list) -> list[str]:
+    """The keys of the rows that ``plot_run`` draws, one panel each (``test_loss`` joins
+    ``loss``'s panel)."""
+    return ["loss", "lr", *(k for k in last_evaluation(rows) if k != "test_loss")]
+
+
 def plot_run(rows: list, path: str, *, title: str) -> None:
     """Writes the run's panels to ``path``: the loss on a log scale against the step (with
     ``test_loss``, the held-out loss, where the task has one), the learning rate, and one
     panel per other ``test_*`` metric (accuracy, perplexity)."""
-    evaluated = [k for k in last_evaluation(rows) if k != "test_loss"]
-    panels = 2 + len(evaluated)
-    n_rows = math.ceil(panels / COLUMNS)
+    keys = panels(rows)
+    evaluated = keys[2:]
+    n_rows = math.ceil(len(keys) / COLUMNS)
     fig, axes = plt.subplots(n_rows, COLUMNS, figsize=(11, 3.8 * n_rows), squeeze=False)
     flat = list(axes.flat)
     ax = flat[0]
@@ -42,7 +48,7 @@ def plot_run(rows: list, path: str, *, title: str) -> None:
         ax.set(xlabel="step", ylabel=key.removeprefix("test_").replace("_", " "))
         ax.set_title("held-out set")
         ax.grid(True, alpha=0.3)
-    for ax in flat[panels:]:
+    for ax in flat[len(keys) :]:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
