@@ -50,12 +50,11 @@ def build_parser() -> Parser:
         description=DESCRIPTION,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=None,
     )
     defaults = config.DEFAULTS
 
-    def switch(group, name: str, help: str):
-        group.add_argument(config.flag(name), action="store_true", default=None, help=help)
+    def switch(group, name: str, text: str):  # absent: None, like every other flag
+        group.add_argument(config.flag(name), action="store_true", default=None, help=text)
 
     task = p.add_argument_group("task")
     task.add_argument(
