@@ -297,7 +297,7 @@ def test_ctrl_c_on_lm_answers_within_3_s_and_resumes_bitwise(tmp_path):
     assert summary["checkpoint_step"] == stopped
     # The step in flight ends when the bar first shows ``stopped`` (or before the signal);
     # the run's last line says everything is written. After it, the interpreter shuts down
-    # (1,600 modules: 0.3 s idle, 2.5-3 s on this 2-core machine at load average 8).
+    # (1,600 modules: 1.2 s at load average 2, 2.5-3 s at load average 8 on this 2-core VM).
     last_step = min(t for t, n in before + after if n == stopped)
     answered = printed[f"run written to {stopped_run}"] - max(last_step, signalled)
     print(f"Ctrl-C answered in {answered:.2f} s, exited {exited - signalled:.2f} s after")
