@@ -14,6 +14,7 @@ from adam_jax._diagnostics import epsilon_report as epsilon_report
 from adam_jax._fused import FusedAdam as FusedAdam
 from adam_jax._fused import fused_adam as fused_adam
 from adam_jax._fused import fused_available as fused_available
+from adam_jax._packed import PackedLayout as PackedLayout
 from adam_jax._quantize import BlockQuantization as BlockQuantization
 from adam_jax._quantize import QuantizedArray as QuantizedArray
 from adam_jax._spec import AdamSpec as AdamSpec
@@ -29,6 +30,7 @@ __all__ = [
     "Convention",
     "FusedAdam",
     "Optimizer",
+    "PackedLayout",
     "QuantizedArray",
     "ScaleByAdamState",
     "adam",

@@ -77,7 +77,7 @@ class PackedLayout:
 
     Examples:
       >>> import jax, jax.numpy as jnp, optax, adam_jax
-      >>> from adam_jax._packed import PackedLayout  # adam_jax.PackedLayout once exported
+      >>> from adam_jax import PackedLayout  # adam_jax.PackedLayout once exported
       >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
       >>> layout = PackedLayout.from_params(params, mask={"w": True, "b": False})
       >>> buffers = layout.pack(params)

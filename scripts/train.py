@@ -9,8 +9,9 @@
 
 Each run writes config.json, metrics.jsonl, summary.json, loss.png and orbax
 checkpoints to --out (default runs/<task>-<timestamp>). The program is
-``adam_jax.training.cli``: tasks in ``adam_jax/training/tasks/``, the step and
-the scan-chunked loop in ``loop.py``; see docs/training.md.
+``adam_jax.training.cli`` (with ``flags.py``, ``config.py`` and ``run.py``): tasks in
+``adam_jax/training/tasks/``, the step and the scan-chunked loop in ``loop.py``; see
+docs/training.md.
 """
 
 import sys

@@ -105,6 +105,7 @@ def test_each_program_is_in_the_folder_of_its_audience():
         "bench_memory",
         "bench_sharded",
         "bench_lowmem",
+        "bench_packed",
         "lm_study",
         "lowmem_study",
         "eps_sweep",

@@ -21,7 +21,7 @@ import optax
 import pytest
 
 import adam_jax
-from adam_jax._packed import PackedLayout
+from adam_jax import PackedLayout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 8

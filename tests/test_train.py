@@ -1,5 +1,6 @@
 """scripts/train.py, run in-process through ``main(argv)`` on small step counts."""
 
+import argparse
 import importlib.util
 import math
 import os
@@ -17,6 +18,11 @@ from tests.helpers import metrics_rows, read_json
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("flax", reason="scripts/train.py needs the train extra (flax)")
 pytest.importorskip("orbax.checkpoint", reason="scripts/train.py needs the train extra (orbax)")
+
+import optax  # noqa: E402
+
+from adam_jax.training import loop  # noqa: E402
+from adam_jax.training.tasks import seed  # noqa: E402
 
 SEED_PARAMS = 1000 * 100 + 100 + 100 * 10 + 10  # the seed's MLP, 1000 -> 100 -> 10
 
@@ -358,3 +364,53 @@ def test_print_loss_prints_the_seeds_lines(tmp_path, capsys):
     printed = [line.split() for line in capsys.readouterr().out.splitlines()[:7]]
     assert [int(t) for t, _ in printed] == list(range(7))  # the seed counts t from 0
     assert [float(loss) for _, loss in printed] == [row["loss"] for row in metrics_rows(out)]
+
+
+# --- --optimizer nadam ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("convention", "momentum_decay"), [("pytorch", None), ("keras", 0.5), ("optax", None)]
+)
+def test_nadam_is_adam_jax_nadam_with_the_same_flags(tmp_path, convention, momentum_decay):
+    flags = ["--optimizer", "nadam", "--convention", convention, "--lr", 1e-3, "--b1", 0.8]
+    flags += [] if momentum_decay is None else ["--momentum-decay", momentum_decay]
+    assert run(*flags, "--steps", 6, "--log-every", 4, "--out", tmp_path / "run") == 0
+    ours = [r["loss"] for r in metrics_rows(tmp_path / "run")]
+    args = read_json(tmp_path / "run" / "config.json")["args"]
+    assert (args["optimizer"], args["momentum_decay"]) == ("nadam", momentum_decay)
+
+    config = argparse.Namespace(
+        rng_seed=0, batch_size=64, dtype="float32", init="torch", init_from=None
+    )
+    problem = seed.make_problem(config, {"param_dtype": np.float32, "dtype": np.float32})
+    opt = adam_jax.nadam(1e-3, b1=0.8, momentum_decay=momentum_decay, convention=convention)
+    model_loss = loop.make_loss_fn(problem, "float32")
+
+    @jax.jit
+    def step(params, opt_state):
+        (loss, _), grads = jax.value_and_grad(model_loss, has_aux=True)(
+            params, (problem.train["x"], problem.train["y"])
+        )
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state, expected = problem.params, opt.init(problem.params), []
+    for _ in range(6):
+        params, opt_state, loss = step(params, opt_state)
+        expected.append(float(loss))
+    np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    assert ours[-1] < ours[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--optimizer", "adam", "--momentum-decay", "0.004"], "--momentum-decay"),
+        (["--optimizer", "nadam", "--momentum-decay", "-1"], "--momentum-decay"),
+        (["--optimizer", "nadam", "--convention", "optax", "--momentum-decay", "1"], "optax"),
+    ],
+)
+def test_nadam_flags_refused(tmp_path, capsys, argv, flag):
+    assert train.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err
+    assert not (tmp_path / "run").exists()

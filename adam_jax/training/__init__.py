@@ -13,5 +13,10 @@ Installed with the ``[train]`` extra (Flax, orbax, matplotlib, scikit-learn, tqd
 - ``rundir.py``: the run directory: ownership (a lock), ``config.json`` with its history,
   whole-line ``metrics.jsonl``.
 - ``metrics.py``: rows of metrics and ``summary.json``; ``plots.py``: ``loss.png``.
-- ``cli.py``: the command line of ``scripts/train.py``: flags, their checks, the run.
+- ``cli.py``: ``main(argv)``, the entry point of ``scripts/train.py``: parse, configure, run.
+- ``flags.py``: the flags (argparse); ``config.py``: ``RunConfig``, every setting of a run,
+  frozen and checked, from the flags or from a run's ``config.json`` (``--resume``).
+- ``run.py``: the run on the host: the loop of calls, metrics, checkpoints, the summary;
+  ``pacing.py``: steps per call by wall time; ``interrupt.py``: Ctrl-C;
+  ``quiet_stderr.py``: fd 2 silenced around orbax's checkpoint writes.
 """

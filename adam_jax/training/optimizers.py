@@ -24,8 +24,8 @@ HYPERPARAMETER_FLAGS = {
     "mu_dtype": "--mu-dtype",
     "nu_dtype": "--nu-dtype",
     "convention": "--convention",
+    "momentum_decay": "--momentum-decay",
 }
-EPSILON_FLAGS = ("eps", "eps_root", "convention")  # meaningless without an epsilon
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,17 @@ class OptimizerEntry:
       factory: the adam_jax factory.
       has_epsilon: whether ``--eps``, ``--eps-root`` and ``--convention`` apply
         (and ``eps_dominated`` is logged).
+      has_momentum_decay: whether ``--momentum-decay`` applies (NAdam's schedule).
     """
 
     factory: Callable[..., optax.GradientTransformation]
     has_epsilon: bool
+    has_momentum_decay: bool = False
+
+    def absent_flags(self) -> tuple[str, ...]:
+        """The flags of hyperparameters this optimizer does not have (refused when given)."""
+        missing = () if self.has_epsilon else ("--eps", "--eps-root", "--convention")
+        return missing + (() if self.has_momentum_decay else ("--momentum-decay",))
 
     def kwargs(self, config, learning_rate) -> dict:
         """The factory's keyword arguments from ``config``; unset flags keep its defaults."""
@@ -50,6 +57,8 @@ class OptimizerEntry:
             kwargs["convention"] = config.convention
         if config.weight_decay is not None:
             kwargs["weight_decay"] = config.weight_decay
+        if self.has_momentum_decay:  # None: the convention's schedule
+            kwargs["momentum_decay"] = config.momentum_decay
         return kwargs
 
 
@@ -57,6 +66,7 @@ OPTIMIZERS = {
     "adam": OptimizerEntry(adam_jax.adam, True),
     "amsgrad": OptimizerEntry(adam_jax.amsgrad, True),
     "adamw": OptimizerEntry(adam_jax.adamw, True),
+    "nadam": OptimizerEntry(adam_jax.nadam, True, has_momentum_decay=True),  # Dozat (2016)
     "adam_atan2": OptimizerEntry(adam_jax.adam_atan2, False),  # Everett et al. (2024)
 }
 

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import adam_jax
-from adam_jax._packed import PackedLayout
+from adam_jax import PackedLayout
 from scripts.benchmarks import common
 
 LR = 1e-3

@@ -54,7 +54,9 @@ FLOP_PER_STEP = 2 * N * D_IN * HIDDEN * 2 + 2 * N * HIDDEN * D_OUT * 3  # fwd+dW
 
 def seed_config(seed: int = 0) -> SimpleNamespace:
     """``scripts/train.py``'s flags on the seed task, float32."""
-    return SimpleNamespace(seed=seed, batch_size=N, dtype="float32", init="torch", init_from=None)
+    return SimpleNamespace(
+        rng_seed=seed, batch_size=N, dtype="float32", init="torch", init_from=None
+    )
 
 
 def seed_problem(seed: int = 0):

@@ -3,7 +3,7 @@
 For each task, optimizer (Adam, AMSGrad: PyTorch convention; Adam-atan2, which
 has no epsilon), learning rate, epsilon and seed, it trains the task's model
 from the task registry (``adam_jax.training.tasks``: the same data, split,
-init and minibatch order as ``scripts/train.py --task T --seed S``) and
+init and minibatch order as ``scripts/train.py --task T --rng-seed S``) and
 records the final training loss, the task's held-out metrics (test accuracy
 on digits) and, every ``REPORT_EVERY`` steps, ``adam_jax.epsilon_report``'s
 ``dominated_fraction``. All runs of one task and optimizer are one jitted
@@ -36,7 +36,7 @@ from adam_jax.training.tasks import TASKS, get_task
 # --- the sweep ---------------------------------------------------------------------------
 EPSILONS = (0.0, 1e-16, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
 OPTIMIZERS = ("adam", "amsgrad", "adam_atan2")
-SEEDS = 5  # seeds 0..SEEDS-1: the task's --seed (weights, data, split, batches)
+SEEDS = 5  # seeds 0..SEEDS-1: the task's --rng-seed (weights, data, split, batches)
 REPORT_EVERY = 10  # steps between two epsilon reports
 # Steps and learning rates swept per task; a task not listed gets its defaults.
 SWEEP = {
@@ -54,10 +54,10 @@ def sweep_settings(task: str) -> dict:
 
 
 def task_config(task: str, seed: int) -> SimpleNamespace:
-    """The flags ``scripts/train.py --task task --seed seed`` runs with (no file, float32)."""
+    """The flags ``scripts/train.py --task task --rng-seed seed`` runs with (no file, float32)."""
     batch_size = get_task(task).defaults["batch_size"]
     return SimpleNamespace(
-        seed=seed, batch_size=batch_size, dtype="float32", init="torch", init_from=None
+        rng_seed=seed, batch_size=batch_size, dtype="float32", init="torch", init_from=None
     )
 
 
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
                     **sweep_settings(t),
                     "steps": args.steps or sweep_settings(t)["steps"],
                     "batch_size": get_task(t).defaults["batch_size"],
-                    "data": "adam_jax.training.tasks registry, --seed = the run's seed",
+                    "data": "adam_jax.training.tasks registry, --rng-seed = the run's seed",
                 }
                 for t in args.tasks
             },

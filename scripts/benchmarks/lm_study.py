@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     load_start = os.getloadavg()
     config = types.SimpleNamespace(
-        seed=args.seed, batch_size=args.batch_size, dtype="float32", init="flax", init_from=None
+        rng_seed=args.seed, batch_size=args.batch_size, dtype="float32", init="flax", init_from=None
     )
     problem = lm.make_problem(config, {"param_dtype": jnp.float32, "dtype": jnp.float32})
     corpus = lm.load_corpus()

@@ -1,14 +1,18 @@
 """Opens every page of the built docs site in headless Chromium, as a reader without internet would.
 
 Builds the site (``mkdocs build --strict`` into site/), serves it on 127.0.0.1 and opens each
-page at 400 px (a phone, with the page's viewport meta) and 1400 px. A page fails on:
+page at 400 px (a phone, with the page's viewport meta), 1280 px (a laptop) and 1400 px. A page
+fails on:
 
 - a console error, an uncaught exception, or a resource that failed to load;
 - a request to any host but the local server (the site must read offline);
 - raw TeX in the rendered text (``\\(``, ``\\[``, ``$$``, ``\\frac``...) or a KaTeX error;
 - a broken internal link, anchor or image (external links are checked for syntax only);
 - content wider than the viewport: the page scrolls sideways, or an element sticks out of it
-  (a box that scrolls by itself, such as a wide table's, is fine).
+  (a box that scrolls by itself, such as a wide table's, is fine);
+- at desktop widths (1280 px and up): a table whose first column is squeezed so that a word in
+  it breaks across lines (narrower than the word and than ``MIN_FIRST_COLUMN_CHARS``), or a
+  KaTeX formula split across lines.
 
 A screenshot of each page at each width is kept under site/_check/. Chromium is Debian's
 ``chromium`` package, installed with apt-get when missing; it is driven over the DevTools
@@ -39,7 +43,10 @@ from urllib.parse import unquote, urldefrag, urlsplit
 import websocket
 
 ROOT = Path(__file__).resolve().parents[2]
-WIDTHS = (400, 1400)  # a phone and a desktop, in CSS px
+WIDTHS = (400, 1280, 1400)  # a phone, a laptop and a desktop, in CSS px
+DESKTOP = 1280  # from this width tables and formulas must keep their shape
+# A first column may be narrower than this only when none of its words is wider than it.
+MIN_FIRST_COLUMN_CHARS = 10
 HEIGHT = 900  # viewport height; screenshots cover the whole page, up to MAX_SHOT_HEIGHT
 MAX_SHOT_HEIGHT = 16_000
 PAGE_TIMEOUT_S = 30
@@ -103,6 +110,51 @@ _INSPECT_JS = r"""
     }
     if (!clipped) wide.push(describe(el));
   }
+  // A table's first column narrower than its widest word (and than %(min_chars)s characters):
+  // the browser has broken the words in it.
+  const canvas = document.createElement("canvas").getContext("2d");
+  const textWidth = (el, text) => {
+    const s = getComputedStyle(el);
+    canvas.font = `${s.fontStyle} ${s.fontWeight} ${s.fontSize} ${s.fontFamily}`;
+    return canvas.measureText(text).width;
+  };
+  const narrow = [];
+  for (const table of document.querySelectorAll("table")) {
+    const cells = [...table.rows].map((row) => row.cells[0]).filter((c) => c && visible(c));
+    if (!cells.length) continue;
+    const style = getComputedStyle(cells[0]);
+    const inner =
+      cells[0].clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    let widest = 0, word = "";
+    for (const cell of cells) {
+      const texts = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let node = texts.nextNode(); node; node = texts.nextNode()) {
+        if (node.parentElement.closest(".katex")) continue;  // formulas: checked below
+        for (const token of node.textContent.split(/\s+/).filter(Boolean)) {
+          const width = textWidth(node.parentElement, token);
+          if (width > widest) [widest, word] = [width, token];
+        }
+      }
+    }
+    const needed = Math.min(widest, %(min_chars)s * textWidth(cells[0], "0"));
+    if (inner < needed - 1) {
+      const chars = inner / textWidth(cells[0], "0");
+      narrow.push(`${chars.toFixed(1)} characters wide, for ${JSON.stringify(word)}`);
+    }
+  }
+  // A formula is split when two of KaTeX's top-level boxes sit on different lines
+  // (a line break the author wrote, TeX's \\, is a .newline and exempt).
+  const split = [];
+  for (const formula of document.querySelectorAll(".katex-html")) {
+    if (!visible(formula) || formula.querySelector(":scope > .newline")) continue;
+    const boxes = [...formula.querySelectorAll(":scope > .base")].map((b) =>
+      b.getBoundingClientRect()
+    );
+    if (boxes.some((box, i) => i > 0 && box.top >= boxes[i - 1].bottom - 1)) {
+      const tex = formula.parentElement.querySelector("annotation");
+      split.push((tex ? tex.textContent : formula.textContent).trim().slice(0, 80));
+    }
+  }
   const ids = [...document.querySelectorAll("[id]")].map((el) => el.id);
   for (const el of document.querySelectorAll("a[name]")) ids.push(el.name);
   return {
@@ -119,6 +171,8 @@ _INSPECT_JS = r"""
       .map((img) => img.src),
     images: [...document.images].map((img) => img.src),
     ids: ids,
+    narrow_columns: narrow,
+    split_formulas: split,
   };
 })()
 """
@@ -201,8 +255,12 @@ class Browser:
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
         self.evaluate("document.fonts.ready.then(() => new Promise(r => setTimeout(r, 50)))")
-        patterns = {"raw_tex": RAW_TEX.pattern, "raw_reference": RAW_REFERENCE.pattern}
-        inspection = self.evaluate(_INSPECT_JS % {k: json.dumps(v) for k, v in patterns.items()})
+        values = {
+            "raw_tex": json.dumps(RAW_TEX.pattern),
+            "raw_reference": json.dumps(RAW_REFERENCE.pattern),
+            "min_chars": MIN_FIRST_COLUMN_CHARS,
+        }
+        inspection = self.evaluate(_INSPECT_JS % values)
         return inspection, self.events
 
     def evaluate(self, expression: str):
@@ -338,6 +396,14 @@ def check(site: Path, pages: list[Path], shots: Path, chromium: str) -> dict[str
                         f"(viewport {seen['viewport']} px)"
                     )
                 found += [f"{width} px: wider than the viewport: {w}" for w in seen["wide"]]
+                if width >= DESKTOP:
+                    found += [
+                        f"{width} px: a table's first column is {c}" for c in seen["narrow_columns"]
+                    ]
+                    found += [
+                        f"{width} px: formula split across lines: {f!r}"
+                        for f in seen["split_formulas"]
+                    ]
                 slug = re.sub(r"[^A-Za-z0-9]+", "-", name.removesuffix(".html")).strip("-")
                 browser.screenshot(shots / f"{slug or 'index'}-{width}.png", width)
                 print(
@@ -370,8 +436,21 @@ def build_site(site: Path) -> None:
 
 
 # Pages the checker must fail, each with the text its problem must contain (--self-test).
+# KaTeX's structure: top-level boxes (.base) side by side, which a too narrow box wraps.
+_BASE = "<span class='base' style='display: inline-block'>{}</span>"
+_FORMULA = (
+    "<span class='katex'><span class='katex-html'>"
+    + _BASE.format("r = ")
+    + _BASE.format("max(r, v)")
+    + "</span></span>"
+)
+_TABLE = "<table><tr><td style='{}'><code>\"pytorch\"</code></td><td>{}</td></tr></table>"
 PLANTED = {
-    "fine.html": ("<p id='top'>Text, <a href='#top'>a link</a>, <code>\\frac</code>.</p>", None),
+    "fine.html": (
+        "<p id='top'>Text, <a href='#top'>a link</a>, <code>\\frac</code>.</p>"
+        + _TABLE.format("", _FORMULA),
+        None,
+    ),
     "raw_tex.html": ("<p>The step is \\(\\frac{m}{\\sqrt{v}}\\).</p>", "raw TeX"),
     "raw_reference.html": ("<p>See [<code>adam_jax.gone</code>][adam_jax.gone].</p>", "reference"),
     "console_error.html": ("<script>console.error('planted')</script>", "console.error"),
@@ -380,6 +459,11 @@ PLANTED = {
     "broken_anchor.html": ("<a href='#nowhere'>gone</a>", "broken anchor"),
     "broken_image.html": ("<img src='missing.png' alt='gone'>", "broken image"),
     "wide.html": ("<div style='width: 900px'>wide</div>", "wider than the viewport"),
+    "narrow_column.html": (
+        _TABLE.format("width: 2ch; word-break: break-all", "text"),
+        "first column",
+    ),
+    "split_formula.html": (f"<div style='width: 2ch'>{_FORMULA}</div>", "formula split"),
 }
 
 

@@ -20,7 +20,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import adam_jax
-from adam_jax._packed import PackedLayout
+from adam_jax import PackedLayout
 
 COLLECTIVE = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter")
 SHAPES = {"embed": (5, 3), "w": (3, 4), "b": (4,), "out": (4, 2), "scale": ()}  # 42 params

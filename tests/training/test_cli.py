@@ -6,11 +6,9 @@ pytest.importorskip("flax", reason="adam_jax.training needs the train extra")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from adam_jax.training import cli  # noqa: E402
+from adam_jax.training import cli, config, flags, tasks  # noqa: E402
 
-FLAGS = sorted(
-    s for a in cli.build_parser()._actions for s in a.option_strings if s not in ("-h", "--help")
-)
+FLAGS = sorted([*map(config.flag, config.SETTINGS), "--resume"])
 VALUES = st.one_of(
     st.sampled_from(
         [
@@ -70,5 +68,14 @@ def test_help_lists_every_task(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: train.py")
-    for name in cli.TASKS:
+    for name in tasks.TASKS:
         assert f"{name}:" in out
+
+
+def test_every_setting_is_one_flag_and_every_flag_one_setting():
+    given, resume_dir = flags.parse([])
+    assert list(given) == list(config.SETTINGS) and resume_dir is None
+    assert set(given.values()) == {None}  # unset: config.resolve fills in the defaults
+    resolved = config.resolve({"out": "never-written", "task": "digits"})
+    assert resolved.log_every == tasks.TASKS["digits"].defaults["log_every"]
+    assert resolved.rng_seed == 0 and resolved.ckpt_every == config.DEFAULTS["ckpt_every"]

@@ -23,7 +23,13 @@ F32 = {"param_dtype": jnp.float32, "dtype": jnp.float32}
 
 
 def config(**overrides):
-    values = {"seed": 0, "batch_size": 4, "dtype": "float32", "init": "torch", "init_from": None}
+    values = {
+        "rng_seed": 0,
+        "batch_size": 4,
+        "dtype": "float32",
+        "init": "torch",
+        "init_from": None,
+    }
     return types.SimpleNamespace(**{**values, **overrides})
 
 

@@ -20,7 +20,13 @@ DTYPES = {"param_dtype": jnp.float32, "dtype": jnp.float32}
 
 
 def config(**overrides):
-    values = {"seed": 0, "batch_size": 64, "dtype": "float32", "init": "torch", "init_from": None}
+    values = {
+        "rng_seed": 0,
+        "batch_size": 64,
+        "dtype": "float32",
+        "init": "torch",
+        "init_from": None,
+    }
     return argparse.Namespace(**(values | overrides))
 
 
@@ -64,17 +70,17 @@ def test_seed_problem_is_the_seeds_program():
 
 
 def test_seed_init_from_round_trips(tmp_path):
-    arrays = seed.torch_layout(seed.make_problem(config(batch_size=3, seed=4), DTYPES))
+    arrays = seed.torch_layout(seed.make_problem(config(batch_size=3, rng_seed=4), DTYPES))
     np.savez(tmp_path / "s.npz", **arrays)
-    c = config(batch_size=None, dtype=None, init_from=str(tmp_path / "s.npz"))
-    seed.read_init_from(c)
-    assert c.batch_size == 3 and c.dtype == "float32"
-    again = seed.torch_layout(seed.make_problem(c, DTYPES))
+    path = str(tmp_path / "s.npz")
+    c = config(batch_size=None, dtype=None, init_from=path)
+    fixed = seed.read_init_from(path, vars(c))
+    assert fixed == {"batch_size": 3, "dtype": "float32"}
+    again = seed.torch_layout(seed.make_problem(argparse.Namespace(**vars(c) | fixed), DTYPES))
     for k, v in arrays.items():
         np.testing.assert_array_equal(again[k], v)
-    c = config(batch_size=7, init_from=str(tmp_path / "s.npz"))
     with pytest.raises(ConfigError, match="--batch-size"):
-        seed.read_init_from(c)
+        seed.read_init_from(path, vars(config(batch_size=7, init_from=path)))
 
 
 def test_seed_batch_size_beyond_memory_is_a_config_error():
@@ -125,7 +131,7 @@ def test_eps_sweep_trains_what_train_py_trains(tmp_path):
     from adam_jax.training import cli
 
     out = tmp_path / "run"
-    argv = ["--task", "digits", "--seed", "1", "--steps", "20", "--log-every", "10", "--quiet"]
+    argv = ["--task", "digits", "--rng-seed", "1", "--steps", "20", "--log-every", "10", "--quiet"]
     assert cli.main([*argv, "--out", str(out)]) == 0
     with open(out / "metrics.jsonl") as f:
         trained = [json.loads(line)["loss"] for line in f]

@@ -73,20 +73,22 @@ class Task:
       name: the ``--task`` value.
       defaults: the task's values of the flags left unset on the command line
         (``steps``, ``lr``, ``optimizer``, ``batch_size``, ``log_every``, ...).
-      make_problem: ``(config, dtypes) -> Problem``. ``config`` has at least
-        ``seed``, ``batch_size``, ``dtype`` (the loss dtype's name), ``init``
-        and ``init_from``; ``dtypes`` is ``{"param_dtype": ..., "dtype": ...}``,
-        the params' storage and compute dtypes. Raises ``ConfigError`` naming
-        the flag a value it cannot use comes from.
+      make_problem: ``(config, dtypes) -> Problem``. ``config`` (a
+        :class:`~adam_jax.training.config.RunConfig`, or any object with these attributes)
+        has at least ``rng_seed``, ``batch_size``, ``dtype`` (the loss dtype's name), ``init``
+        and ``init_from``; ``dtypes`` is ``{"param_dtype": ..., "dtype": ...}``, the params'
+        storage and compute dtypes. Raises ``ConfigError`` naming the flag a value it cannot
+        use comes from.
       summary: one line for ``--help`` and the docs.
-      read_init_from: ``config -> None``, for tasks that start from a file:
-        checks ``config.init_from`` and sets what the file fixes (the batch
-        size, the dtype) before defaults are filled in; raises ``ConfigError``.
-        ``None``: the task takes no ``--init-from``.
+      read_init_from: ``(path, settings) -> dict``, for tasks that start from a file: checks
+        the file and returns the settings it fixes (the batch size, the dtype, ...), applied
+        before defaults are filled in; ``settings`` are the run's so far (``None`` where unset),
+        which the file may not contradict (``ConfigError`` naming the flag). ``None``: the task
+        takes no ``--init-from``.
     """
 
     name: str
     defaults: Mapping[str, Any]
     make_problem: Callable[[Any, dict], Problem]
     summary: str = ""
-    read_init_from: Callable[[Any], None] | None = None
+    read_init_from: Callable[[str, Mapping[str, Any]], dict[str, Any]] | None = None

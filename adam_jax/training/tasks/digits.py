@@ -1,7 +1,7 @@
 """scikit-learn's 8x8 digits (bundled, no download): an MLP classifier with minibatches.
 
 1,797 images, pixels scaled to [0, 1]; ``TEST_FRACTION`` of them held out by a
-permutation drawn with ``--seed``. MLP 64 -> 128 -> ReLU -> 10, mean
+permutation drawn with ``--rng-seed``. MLP 64 -> 128 -> ReLU -> 10, mean
 cross-entropy; each epoch visits the training images in an order that is a pure
 function of the data key and the epoch, in batches of ``--batch-size`` (the last
 partial batch dropped), so a resumed run draws what the straight run would.
@@ -16,7 +16,7 @@ from adam_jax.training.tasks.base import ConfigError, Problem, Task
 from adam_jax.training.tasks.mlp import init_mlp
 
 HIDDEN = 128  # hidden units (64 -> 128 -> ReLU -> 10)
-TEST_FRACTION = 0.2  # held-out share of the 1,797 digits, drawn with --seed
+TEST_FRACTION = 0.2  # held-out share of the 1,797 digits, drawn with --rng-seed
 
 
 def cross_entropy(logits, labels):
@@ -57,16 +57,16 @@ def minibatches(n_train: int, size: int):
 
 
 def make_problem(config, dtypes) -> Problem:
-    """The digits split by ``config.seed``, and the MLP's initial params."""
-    train, test = load(config.seed, config.dtype)
+    """The digits split by ``config.rng_seed``, and the MLP's initial params."""
+    train, test = load(config.rng_seed, config.dtype)
     n_train = len(train["y"])
     if config.batch_size > n_train:
         raise ConfigError(
             "--batch-size", f"at most the {n_train} training digits, got {config.batch_size}"
         )
-    weights_rng = np.random.default_rng(config.seed + 1)  # a stream apart from the split's
+    weights_rng = np.random.default_rng(config.rng_seed + 1)  # a stream apart from the split's
     sizes = (train["x"].shape[1], HIDDEN, 10)
-    graphdef, params = init_mlp(config.init, config.seed, sizes, dtypes, weights_rng)
+    graphdef, params = init_mlp(config.init, config.rng_seed, sizes, dtypes, weights_rng)
     batch, steps_per_epoch = minibatches(n_train, config.batch_size)
     as_jax = {k: jnp.asarray(v) for k, v in train.items()}
     return Problem(

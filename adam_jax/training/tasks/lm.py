@@ -318,7 +318,7 @@ def make_problem(config, dtypes) -> Problem:
     corpus = load_corpus()
     test_x, test_y = test_windows(corpus.test)
     baseline = unigram_perplexity(corpus.train, test_y)
-    graphdef, params = init_lm(config.init, config.seed, dtypes)
+    graphdef, params = init_lm(config.init, config.rng_seed, dtypes)
 
     def test_metrics(logits, targets):
         loss, _ = next_byte_loss(logits, targets)

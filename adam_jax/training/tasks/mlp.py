@@ -33,7 +33,7 @@ def init_mlp(init: str, seed: int, sizes, dtypes, rng: np.random.Generator):
         1/sqrt(fan_in)) for weights and biases, drawn from ``rng`` (NumPy:
         jax.random would compile a threefry kernel per tensor, seconds on a
         CPU); ``"flax"``: Flax's default init, keyed by ``seed``.
-      seed: the run's ``--seed``.
+      seed: the run's ``--rng-seed``.
       sizes: ``(d_in, hidden, d_out)``.
       dtypes: ``{"param_dtype": ..., "dtype": ...}``.
       rng: the NumPy generator of the torch-style init.

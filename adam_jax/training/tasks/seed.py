@@ -9,6 +9,9 @@ for 500 steps. ``--init-from`` starts from the weights and data that
 ``adam_jax.interop.torch``.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,14 +64,14 @@ def full_batch(train, data_key, step):
 
 
 def make_problem(config, dtypes) -> Problem:
-    """The seed's model and data: from ``config.init_from`` or drawn with ``config.seed``."""
+    """The seed's model and data: from ``config.init_from`` or drawn with ``config.rng_seed``."""
     d_in, _, d_out = SIZES
     # The data is drawn in float64, copied to the device, and its activations are as large.
     check_memory(
         "--batch-size", 3 * 8 * config.batch_size * (d_in + d_out), f"N={config.batch_size}"
     )
-    rng = np.random.default_rng(config.seed)
-    graphdef, params = init_mlp(config.init, config.seed, SIZES, dtypes, rng)
+    rng = np.random.default_rng(config.rng_seed)
+    graphdef, params = init_mlp(config.init, config.rng_seed, SIZES, dtypes, rng)
     x = rng.standard_normal((config.batch_size, d_in))
     y = rng.standard_normal((config.batch_size, d_out))
     start = None
@@ -112,18 +115,27 @@ def torch_layout(problem: Problem) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in arrays.items()}
 
 
-def read_init_from(config) -> None:
-    """Checks ``config.init_from``; takes N (the batch size) and the dtype from it, and from a
-    PyTorch checkpoint its optimizer's hyperparameters."""
-    if is_torch_file(config.init_from):
-        _read_torch_run(config)
-        return
+def read_init_from(path: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings ``--init-from path`` fixes: N (the batch size) and the dtype of its data, and
+    for a PyTorch checkpoint its optimizer's hyperparameters.
+
+    Args:
+      path: the ``--init-from`` file.
+      settings: the run's settings so far (``None``: unset); a set one may repeat what the file
+        fixes, not change it.
+
+    Raises:
+      ConfigError: naming ``--init-from`` (unreadable, wrong shapes) or the flag whose value
+        the file contradicts.
+    """
+    if is_torch_file(path):
+        return _read_torch_run(path, settings)
     try:
-        with np.load(config.init_from) as saved:
+        with np.load(path) as saved:
             shapes = {k: saved[k].shape for k in INIT_FROM_KEYS}
             dtype = str(saved["x"].dtype)
     except Exception as e:  # a missing file, not an .npz, a missing key: all reported alike
-        raise ConfigError("--init-from", f"cannot read {config.init_from}: {e}") from e
+        raise ConfigError("--init-from", f"cannot read {path}: {e}") from e
     d_in, hidden, d_out = SIZES
     n = shapes["x"][0]
     expected = {
@@ -136,23 +148,30 @@ def read_init_from(config) -> None:
     }
     if shapes != expected:
         raise ConfigError("--init-from", f"shapes {shapes}, expected {expected}")
-    if config.batch_size not in (None, n):
-        raise ConfigError("--batch-size", f"{config.init_from} holds N={n}")
-    config.batch_size = n
-    if config.dtype is None and dtype in ("float32", "float64"):
-        config.dtype = dtype
+    return _data_settings(path, settings, n, dtype)
 
 
-def _read_torch_run(config) -> None:
+def _data_settings(path: str, settings: Mapping[str, Any], n: int, dtype: str) -> dict[str, Any]:
+    """N from the file's data (``--batch-size`` may only repeat it), and its dtype where the
+    run sets none."""
+    if settings.get("batch_size") not in (None, n):
+        raise ConfigError("--batch-size", f"{path} holds N={n}")
+    fixed: dict[str, Any] = {"batch_size": n}
+    if settings.get("dtype") is None and dtype in ("float32", "float64"):
+        fixed["dtype"] = dtype
+    return fixed
+
+
+def _read_torch_run(path: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     """``read_init_from`` for a ``.pt``: N and the dtype from its data; the optimizer, the
-    learning rate and the betas from its one param group (flags may repeat them, not change
-    them)."""
+    learning rate, the betas and eps from its one param group (flags may repeat the optimizer,
+    the learning rate and the convention, not change them)."""
     try:
-        saved = _load_torch(config.init_from)
+        saved = _load_torch(path)
         x, y = saved["x"], saved["y"]
         (group,) = saved["optimizer"]["param_groups"]
     except Exception as e:  # a missing file, not a checkpoint, a missing key, several groups
-        raise ConfigError("--init-from", f"cannot read {config.init_from}: {e}") from e
+        raise ConfigError("--init-from", f"cannot read {path}: {e}") from e
     d_in, _, d_out = SIZES
     n = x.shape[0]
     if tuple(x.shape) != (n, d_in) or tuple(y.shape) != (n, d_out):
@@ -160,23 +179,17 @@ def _read_torch_run(config) -> None:
             "--init-from",
             f"x {tuple(x.shape)} and y {tuple(y.shape)}, expected ({n}, {d_in}) and ({n}, {d_out})",
         )
-    if config.batch_size not in (None, n):
-        raise ConfigError("--batch-size", f"{config.init_from} holds N={n}")
-    config.batch_size = n
-    dtype = str(x.dtype).removeprefix("torch.")
-    if config.dtype is None and dtype in ("float32", "float64"):
-        config.dtype = dtype
-    fixed = {
-        "--optimizer": ("optimizer", "amsgrad" if group["amsgrad"] else "adam"),
-        "--lr": ("lr", float(group["lr"])),
-        "--convention": ("convention", "pytorch"),
+    fixed = _data_settings(path, settings, n, str(x.dtype).removeprefix("torch."))
+    continued = {
+        "optimizer": "amsgrad" if group["amsgrad"] else "adam",
+        "lr": float(group["lr"]),
+        "convention": "pytorch",
     }
-    for flag, (dest, value) in fixed.items():
-        if getattr(config, dest) not in (None, value):
-            raise ConfigError(flag, f"{config.init_from} continues with {value}")
-        setattr(config, dest, value)
-    config.b1, config.b2 = (float(b) for b in group["betas"])
-    config.eps = float(group["eps"])
+    for name, value in continued.items():
+        if settings.get(name) not in (None, value):
+            raise ConfigError(f"--{name}", f"{path} continues with {value}")
+    b1, b2 = (float(b) for b in group["betas"])
+    return fixed | continued | {"b1": b1, "b2": b2, "eps": float(group["eps"])}
 
 
 TASK = Task(
