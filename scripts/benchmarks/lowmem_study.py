@@ -200,19 +200,20 @@ def plot(task_name: str, study: Study, runs: dict, path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     window = max(1, min(50, len(next(iter(runs.values()))["train_loss"]) // 20))
+    reference = np.asarray(runs["float32"]["train_loss"]) if "float32" in runs else None
     for i, (name, r) in enumerate(runs.items()):
         style = {"color": f"C{i}", "lw": 1.2, "label": name, "ls": "--" if i % 2 else "-"}
         loss = np.asarray(r["train_loss"])
         smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
         axes[0].plot(np.arange(window, len(loss) + 1), smooth, **style)
-        steps = [e["step"] for e in r["evals"]]
         if study.metric != "loss":
+            steps = [e["step"] for e in r["evals"]]
             axes[1].plot(steps, [e[study.metric] for e in r["evals"]], "o", ms=3, **style)
-        else:
-            axes[1].plot(steps, [e["eps_dominated"] for e in r["evals"]], "o", ms=3, **style)
+        elif reference is not None:  # full batch: the loss itself, step by step, over float32's
+            axes[1].plot(np.arange(1, len(loss) + 1), loss / reference, **style)
     axes[0].set(xlabel="step", ylabel=f"train loss ({window}-step mean)", yscale="log")
     if study.metric == "loss":
-        axes[1].set(xlabel="step", ylabel="epsilon-dominated fraction")
+        axes[1].set(xlabel="step", ylabel="train loss / float32's", yscale="log")
     else:
         axes[1].set(xlabel="step", ylabel=study.metric.replace("_", " "))
     if study.metric == "test_perplexity":
