@@ -42,7 +42,7 @@ LOW_MEMORY = {
 def train(param_dtype, options) -> tuple[np.ndarray, object]:
     """``STEPS`` seed steps from PyTorch's init: the losses and the final train state."""
     config = types.SimpleNamespace(
-        seed=0, batch_size=64, dtype="float32", init="torch", init_from=None
+        rng_seed=0, batch_size=64, dtype="float32", init="torch", init_from=None
     )
     problem = seed.make_problem(config, {"param_dtype": jnp.float32, "dtype": jnp.float32})
     problem = problem._replace(params=jax.tree.map(lambda p: p.astype(param_dtype), problem.params))

@@ -94,7 +94,7 @@ def make_problem(task_name: str, study: Study, seed: int):
     """The task's problem with float32 params and compute, and its defaults."""
     task = get_task(task_name)
     config = types.SimpleNamespace(
-        seed=seed,
+        rng_seed=seed,
         batch_size=task.defaults["batch_size"],
         dtype="float32",
         init=study.init,
