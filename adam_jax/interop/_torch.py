@@ -105,7 +105,7 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
 
     Args:
       params: the params tree.
-      name_map: as :func:`adam_jax.interop.torch.params_from_torch`; every params
+      name_map: as :func:`adam_jax.interop.params_from_torch`; every params
         leaf must be mapped.
 
     Returns:
@@ -350,7 +350,7 @@ def from_torch(
       optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``,
         ``AdamW`` or ``NAdam``.
       name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`,
-        see :func:`adam_jax.interop.torch.params_from_torch`.
+        see :func:`adam_jax.interop.params_from_torch`.
       param_names: the torch names of the optimizer's parameters in its order;
         by default the groups' ``param_names`` (an optimizer built from
         ``named_parameters()``), or for one group the order of the model state
@@ -374,7 +374,7 @@ def from_torch(
       >>> model = torch.nn.Linear(3, 2)
       >>> opt = torch.optim.AdamW(model.parameters(), lr=0.1, amsgrad=True)
       >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
-      >>> run = interop.torch.from_torch(
+      >>> run = interop.from_torch(
       ...     model.state_dict(), opt.state_dict(),
       ...     {"weight": interop.linear("kernel"), "bias": "bias"})
       >>> run.params["kernel"].shape, int(run.opt_state[0].count)
@@ -439,10 +439,10 @@ def to_torch(
     Args:
       params: the params tree.
       opt_state: the state of the optimizer built for ``groups`` (by
-        :func:`adam_jax.interop.torch.from_torch` or :func:`adam_jax.interop.build_optimizer`).
+        :func:`adam_jax.interop.from_torch` or :func:`adam_jax.interop.build_optimizer`).
       groups: the :class:`adam_jax.interop.ParamGroup` list; the torch optimizer
         loading the result must have the same groups, in the same order.
-      name_map: as :func:`adam_jax.interop.torch.from_torch`.
+      name_map: as :func:`adam_jax.interop.from_torch`.
 
     Returns:
       ``(model_state_dict, optimizer_state_dict)`` for ``module.load_state_dict``
@@ -461,7 +461,7 @@ def to_torch(
       >>> params = {"w": jnp.ones(2)}
       >>> opt = interop.build_optimizer(groups, params)
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
-      >>> model_sd, opt_sd = interop.torch.to_torch(params, state, groups, {"w": "w"})
+      >>> model_sd, opt_sd = interop.to_torch(params, state, groups, {"w": "w"})
       >>> float(opt_sd["state"][0]["step"]), opt_sd["param_groups"][0]["param_names"]
       (1.0, ['w'])
 
@@ -512,7 +512,7 @@ def to_torch(
     return model_state_dict, {"state": state, "param_groups": torch_groups}
 
 
-def load_checkpoint(
+def load_torch_checkpoint(
     path: str | os.PathLike,
     name_map: Mapping[str, Any],
     *,
@@ -524,14 +524,14 @@ def load_checkpoint(
 
     Args:
       path: the checkpoint, loaded with ``torch.load(weights_only=True)`` on the CPU.
-      name_map: as :func:`adam_jax.interop.torch.from_torch`.
+      name_map: as :func:`adam_jax.interop.from_torch`.
       model_key: the key of the model's state dict in the file.
       optimizer_key: the key of the optimizer's state dict in the file.
-      **kwargs: passed to :func:`adam_jax.interop.torch.from_torch`
+      **kwargs: passed to :func:`adam_jax.interop.from_torch`
         (``param_names``, ``skip``, ``dtype``, ``decoupled_weight_decay``).
 
     Returns:
-      :func:`adam_jax.interop.torch.from_torch`'s :class:`adam_jax.interop.Converted`.
+      :func:`adam_jax.interop.from_torch`'s :class:`adam_jax.interop.Converted`.
 
     Examples:
       >>> import os, tempfile, torch, adam_jax.interop as interop
@@ -539,7 +539,7 @@ def load_checkpoint(
       >>> opt = torch.optim.Adam(model.parameters())
       >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
       >>> torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
-      >>> run = interop.torch.load_checkpoint(path, {"weight": interop.linear("w"), "bias": "b"})
+      >>> run = interop.load_torch_checkpoint(path, {"weight": interop.linear("w"), "bias": "b"})
       >>> sorted(run.params), int(run.opt_state[0].count)
       (['b', 'w'], 0)
 
@@ -557,7 +557,7 @@ def load_checkpoint(
     return from_torch(checkpoint[model_key], checkpoint[optimizer_key], name_map, **kwargs)
 
 
-def save_checkpoint(
+def save_torch_checkpoint(
     path: str | os.PathLike,
     params,
     opt_state: optax.OptState,
@@ -567,14 +567,14 @@ def save_checkpoint(
     model_key: str = "model",
     optimizer_key: str = "optimizer",
 ) -> None:
-    """Writes the state dicts of :func:`adam_jax.interop.torch.to_torch` with ``torch.save``.
+    """Writes the state dicts of :func:`adam_jax.interop.to_torch` with ``torch.save``.
 
     Args:
       path: the file to write.
-      params: as :func:`adam_jax.interop.torch.to_torch`.
-      opt_state: as :func:`adam_jax.interop.torch.to_torch`.
-      groups: as :func:`adam_jax.interop.torch.to_torch`.
-      name_map: as :func:`adam_jax.interop.torch.to_torch`.
+      params: as :func:`adam_jax.interop.to_torch`.
+      opt_state: as :func:`adam_jax.interop.to_torch`.
+      groups: as :func:`adam_jax.interop.to_torch`.
+      name_map: as :func:`adam_jax.interop.to_torch`.
       model_key: the key of the model's state dict in the file.
       optimizer_key: the key of the optimizer's state dict in the file.
     """
@@ -582,15 +582,3 @@ def save_checkpoint(
 
     model_state_dict, optimizer_state_dict = to_torch(params, opt_state, groups, name_map)
     torch.save({model_key: model_state_dict, optimizer_key: optimizer_state_dict}, path)
-
-
-__all__ = [
-    "from_torch",
-    "spec_from_torch",
-    "spec_to_torch",
-    "load_checkpoint",
-    "params_from_torch",
-    "params_to_torch",
-    "save_checkpoint",
-    "to_torch",
-]
