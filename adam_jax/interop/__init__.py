@@ -6,12 +6,13 @@ losses are those the framework itself would have produced; and back.
 
 - PyTorch: ``from_torch``/``to_torch`` (``nn.Module`` and ``torch.optim.Adam``/
   ``AdamW``/``NAdam`` state dicts), ``load_torch_checkpoint``/``save_torch_checkpoint``
-  (``torch.save`` files); layouts by ``linear`` and ``conv``.
+  (``torch.save`` files), ``named_optimizer_state_dict``; layouts by ``linear``, ``conv``
+  and ``as_is``.
 - Keras 3: ``from_keras``/``to_keras`` (``Adam``/``AdamW``/``Nadam`` optimizer variables).
 - optax: ``from_optax``/``to_optax`` (``optax.adam``/``adamw``/``amsgrad``/``nadam`` states).
 
 Hyperparameters are ``adam_jax.AdamSpec``; a :class:`adam_jax.interop.ParamGroup`
-pairs one with the params it updates.
+pairs one with the params it updates, and ``step_counts`` reads each group's step.
 
 Importing this package imports neither torch nor keras: each conversion imports
 its framework when it is called.
@@ -20,6 +21,7 @@ its framework when it is called.
 from adam_jax.interop._groups import Converted as Converted
 from adam_jax.interop._groups import ParamGroup as ParamGroup
 from adam_jax.interop._groups import build_optimizer as build_optimizer
+from adam_jax.interop._groups import step_counts as step_counts
 from adam_jax.interop._keras import from_keras as from_keras
 from adam_jax.interop._keras import to_keras as to_keras
 from adam_jax.interop._optax import from_optax as from_optax
@@ -33,7 +35,9 @@ from adam_jax.interop._torch import save_torch_checkpoint as save_torch_checkpoi
 from adam_jax.interop._torch import spec_from_torch as spec_from_torch
 from adam_jax.interop._torch import spec_to_torch as spec_to_torch
 from adam_jax.interop._torch import to_torch as to_torch
+from adam_jax.interop._torch_order import named_optimizer_state_dict as named_optimizer_state_dict
 from adam_jax.interop._tree import Leaf as Leaf
+from adam_jax.interop._tree import as_is as as_is
 from adam_jax.interop._tree import conv as conv
 from adam_jax.interop._tree import linear as linear
 
@@ -41,6 +45,7 @@ __all__ = [
     "Converted",
     "Leaf",
     "ParamGroup",
+    "as_is",
     "build_optimizer",
     "conv",
     "from_keras",
@@ -48,12 +53,14 @@ __all__ = [
     "from_torch",
     "linear",
     "load_torch_checkpoint",
+    "named_optimizer_state_dict",
     "optax_optimizer",
     "params_from_torch",
     "params_to_torch",
     "save_torch_checkpoint",
     "spec_from_torch",
     "spec_to_torch",
+    "step_counts",
     "to_keras",
     "to_optax",
     "to_torch",

@@ -79,7 +79,7 @@ def name_map(n_layers: int) -> dict:
     """torch names -> ``TransformerLM``'s params paths."""
     names = {
         "token_embed.weight": "token_embed/embedding",
-        "position_embed.weight": "position_embed/embedding",
+        "position_embed.weight": interop.as_is("position_embed/embedding"),  # square: say so
         "final_norm.weight": "final_norm/scale",
         "final_norm.bias": "final_norm/bias",
         "head.weight": interop.linear("head/kernel"),
