@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 Shape = tuple[int, ...]
+SEARCH_LIMIT = 1_000_000  # dead states the search for another order may visit (see _fitting)
 # Param group keys that choose torch's code path or belong to a scheduler: no effect on the maths.
 IGNORED_GROUP_KEYS = frozenset(
     {"foreach", "fused", "capturable", "differentiable", "initial_lr", "params", "param_names"}
@@ -102,12 +103,10 @@ def _moment_shape(entry: Mapping[str, Any]) -> Shape | None:
     return None if moment is None else tuple(moment.shape)
 
 
-def _misfit(groups, state, model_shapes, rank, membership, which=None) -> str | None:
+def _misfit(groups, state, model_shapes, rank, membership) -> str | None:
     """Why ``membership`` (the names of each group, in index order) cannot be the optimizer's:
-    a moment's shape that is not its param's, or a group out of the model's order; or None.
-    ``which``: the indices of the groups to look at (all by default)."""
-    for g in range(len(groups)) if which is None else which:
-        group, names = groups[g], membership[g]
+    a moment's shape that is not its param's, or a group out of the model's order; or None."""
+    for g, (group, names) in enumerate(zip(groups, membership, strict=True)):
         for index, name in zip(group["params"], names, strict=True):
             shape = _moment_shape(state.get(index, {}))
             if shape is not None and shape != model_shapes[name]:
@@ -120,54 +119,85 @@ def _misfit(groups, state, model_shapes, rank, membership, which=None) -> str | 
     return None
 
 
-def _suggestion(groups, state, model_shapes, rank, given: Sequence[str]) -> list[str] | None:
-    """An order that fits the sizes and shapes, each group in the model's order; or None."""
-    unused = sorted(given, key=rank.__getitem__)
-    order = []
-    for group in groups:
-        last = -1
-        for index in group["params"]:
-            shape = _moment_shape(state.get(index, {}))
-            pick = next(
-                (
-                    n
-                    for n in unused
-                    if rank[n] > last and (shape is None or model_shapes[n] == shape)
-                ),
-                None,
-            )
-            if pick is None:
-                return None
-            unused.remove(pick)
-            order.append(pick)
-            last = rank[pick]
-    return order
+def _fitting(groups, state, model_shapes, names, classes=None, given_class=None):
+    """A membership that fits the groups' sizes and moment shapes, each group in the model's
+    order, or None. With ``classes`` (an id per group, equal for groups that run alike) and
+    ``given_class`` (name -> the class of its given group), one that moves some name into a
+    group of another class: the proof that the given order cannot be told from another.
 
+    A depth-first search over the names in the model's order, each placed in the next free slot
+    of a group; the dead states (progress per group, moved or not) are remembered.
+    """
+    slots = [[_moment_shape(state.get(i, {})) for i in g["params"]] for g in groups]
+    wanted = classes is not None
 
-def _swap(groups, state, model_shapes, rank, membership) -> str | None:
-    """Two params of one shape in groups that differ, which the state dicts cannot tell apart."""
-    for i in range(len(groups)):
-        for j in range(i + 1, len(groups)):
-            steps = _step(groups[i], state), _step(groups[j], state)
-            differ = _differences(groups[i], groups[j])
-            if steps[0] != steps[1]:
-                differ.append(f"step {steps[0]}/{steps[1]}")
-            if not differ:
-                continue
-            for a in membership[i]:
-                for b in membership[j]:
-                    if model_shapes[a] != model_shapes[b]:
-                        continue
-                    swapped = [list(names) for names in membership]
-                    swapped[i] = sorted([*(n for n in membership[i] if n != a), b], key=rank.get)
-                    swapped[j] = sorted([*(n for n in membership[j] if n != b), a], key=rank.get)
-                    if _misfit(groups, state, model_shapes, rank, swapped, (i, j)) is None:
-                        return (
-                            f"'{a}' (param group {i}) and '{b}' (param group {j}) have the same "
-                            f"shape {model_shapes[a]} and the groups differ ({', '.join(differ)}): "
-                            "nothing in the state dicts says which group holds which"
-                        )
+    def children(node):
+        progress, moved = node
+        name = names[sum(progress)]
+        for g, slot in enumerate(slots):
+            k = progress[g]
+            if k < len(slot) and slot[k] in (None, model_shapes[name]):
+                now = moved or (wanted and classes[g] != given_class[name])
+                yield g, ((*progress[:g], k + 1, *progress[g + 1 :]), now)
+
+    root = (tuple(0 for _ in groups), False)
+    stack, chosen, dead = [(root, children(root))], [], set()
+    while stack:
+        node, options = stack[-1]
+        done = sum(node[0]) == len(names)
+        if done and (node[1] or not wanted):
+            membership: list[list[str]] = [[] for _ in groups]
+            for name, g in zip(names, chosen, strict=True):
+                membership[g].append(name)
+            return membership
+        step = None if done else next(options, None)
+        if step is None:
+            dead.add(node)
+            if len(dead) > SEARCH_LIMIT:
+                raise ValueError(
+                    "param_names: too many params of the same shapes to check the order; pass "
+                    "interop.named_optimizer_state_dict(model, optimizer) instead."
+                )
+            stack.pop()
+            if chosen:
+                chosen.pop()
+            continue
+        g, child = step
+        if child not in dead:
+            chosen.append(g)
+            stack.append((child, children(child)))
     return None
+
+
+def _classes(groups, state) -> list[int]:
+    """An id per group, equal for groups with the same hyperparameters and step."""
+    keys = [(sorted(_hyperparameters(g).items(), key=str), _step(g, state)) for g in groups]
+    return [keys.index(key) for key in keys]
+
+
+def _group_of(membership: Sequence[Sequence[str]], name: str) -> int:
+    return next(g for g, names in enumerate(membership) if name in names)
+
+
+def _other_membership(groups, state, model_shapes, rank, membership) -> str | None:
+    """Why the state dicts cannot tell ``membership`` from another that runs differently."""
+    classes = _classes(groups, state)
+    names = sorted((n for group in membership for n in group), key=rank.__getitem__)
+    given_class = {n: classes[_group_of(membership, n)] for n in names}
+    other = _fitting(groups, state, model_shapes, names, classes, given_class)
+    if other is None:
+        return None
+    moved = next(n for n in names if classes[_group_of(other, n)] != given_class[n])
+    i, j = _group_of(membership, moved), _group_of(other, moved)
+    differ = _differences(groups[i], groups[j])
+    steps = _step(groups[i], state), _step(groups[j], state)
+    if steps[0] != steps[1]:
+        differ.append(f"step {steps[0]}/{steps[1]}")
+    return (
+        f"'{moved}' (param group {i}) could as well be in param group {j}: the groups' sizes, "
+        f"the moments' shapes and the model's order fit {membership} and {other} alike, and "
+        f"the groups differ ({', '.join(differ)})"
+    )
 
 
 def param_order(
@@ -231,15 +261,17 @@ def param_order(
     model_shapes = {name: tuple(model_state_dict[name].shape) for name in given}
     starts = [sum(sizes[:g]) for g in range(len(groups))]
     membership = [given[s : s + n] for s, n in zip(starts, sizes, strict=True)]
-    reason = _misfit(groups, state, model_shapes, rank, membership) or _swap(
-        groups, state, model_shapes, rank, membership
-    )
+    reason = _misfit(groups, state, model_shapes, rank, membership)
     if reason is None:
-        return membership
-    suggestion = _suggestion(groups, state, model_shapes, rank, given)
+        reason = _other_membership(groups, state, model_shapes, rank, membership)
+        if reason is None:
+            return membership
+        raise ValueError(f"param_names cannot be told from another order: {reason}. {how}")
+    fits = _fitting(groups, state, model_shapes, sorted(given, key=rank.__getitem__))
     expected = (
-        f" Expected (the groups' sizes and shapes, each group in the model's order): {suggestion}."
-        if suggestion is not None and suggestion != given
+        " Expected (the groups' sizes and shapes, each group in the model's order): "
+        f"{[n for names in fits for n in names]}."
+        if fits is not None
         else ""
     )
     raise ValueError(
