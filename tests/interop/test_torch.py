@@ -271,3 +271,31 @@ def test_conv_layout_gives_the_same_convolution():
     )
     back = interop.params_to_torch(params, {"weight": interop.conv("k")})
     assert torch.equal(back["weight"], layer.weight)
+
+
+def test_step_counts_are_torch_steps_per_group():
+    """A group added to a torch optimizer later is at fewer steps: each group's count is read
+    back from the optax.partition state, and advances with the converted optimizer."""
+    model = _runs.torch_model("float32")
+    optimizer = torch.optim.Adam(model[0].parameters(), lr=1e-2)
+    _runs.run_torch(model, optimizer, 3, "float32")
+    optimizer.add_param_group({"params": list(model[2].parameters()), "lr": 1e-3})
+    _runs.run_torch(model, optimizer, 2, "float32")
+    saved = optimizer.state_dict()
+    torch_steps = [int(saved["state"][g["params"][0]]["step"]) for g in saved["param_groups"]]
+    assert torch_steps == [5, 2]
+
+    state = interop.named_optimizer_state_dict(model, optimizer)
+    run = interop.from_torch(model.state_dict(), state, _runs.NAME_MAP)
+    assert interop.step_counts(run.opt_state) == {"group0": 5, "group1": 2}
+    _, _, opt_state = _runs.run_optax(run.params, run.optimizer, run.opt_state, 4, "float32")
+    assert interop.step_counts(opt_state) == {"group0": 9, "group1": 6}
+    single = interop.from_torch(*_runs_one_group(), _runs.NAME_MAP)
+    assert interop.step_counts(single.opt_state) == {"group0": 3}
+
+
+def _runs_one_group():
+    model = _runs.torch_model("float32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _runs.run_torch(model, optimizer, 3, "float32")
+    return model.state_dict(), optimizer.state_dict()
