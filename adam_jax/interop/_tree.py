@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adam_jax._quantize import QuantizedArray
+
 Path = tuple[str, ...]
 INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -287,6 +289,19 @@ def _is_state(types):
     return lambda x: isinstance(x, types)
 
 
+def refuse_quantized(state) -> None:
+    """Raises for an Adam state with 8-bit moments: no framework has a state to take them."""
+    is_quantized = lambda x: isinstance(x, QuantizedArray)  # noqa: E731
+    moments = (state.mu, state.nu, getattr(state, "nu_max", None))
+    if any(is_quantized(x) for x in jax.tree.leaves(moments, is_leaf=is_quantized)):
+        raise ValueError(
+            "the optimizer keeps 8-bit block-quantized moments (quantized_state=...): "
+            "torch.optim, Keras and optax keep float moments, and converting the codes would "
+            "change the optimizer. Convert a run with quantized_state=None, or dequantize and "
+            "continue it in adam_jax."
+        )
+
+
 def find_states(opt_state, types: tuple[type, ...]) -> list:
     """Every state of one of ``types`` inside ``opt_state``, in tree order."""
     is_state = _is_state(types)
@@ -305,6 +320,7 @@ def read_moments(opt_state, types: tuple[type, ...]) -> list[Moments]:
 
     out = []
     for state in find_states(opt_state, types):
+        refuse_quantized(state)
         nu_max = getattr(state, "nu_max", None)
         mu_product = getattr(state, "mu_product", None)
         out.append(
@@ -348,6 +364,7 @@ def write_moments(
     def fill(state):
         if not is_state(state):
             return state
+        refuse_quantized(state)
         paths = frozenset(leaves_by_path(state.mu))
         src = source_for(paths)
 
