@@ -68,4 +68,6 @@ def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
     quotient), as in PyTorch and optax, so loss monitors and
     ``optax.apply_if_finite`` see it.
     """
-    return jnp.where(denominator == 0, jnp.zeros_like(numerator), numerator / denominator)
+    quotient = numerator / denominator
+    # lax.select, not jnp.where: no nested jit per leaf, which a 10,000-leaf tree compiles.
+    return jax.lax.select(denominator == 0, jnp.zeros_like(quotient), quotient)

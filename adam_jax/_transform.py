@@ -7,6 +7,7 @@ AMSGrad's maximum, the count, dtypes and complex params). The step's scalars
 come from the conventions table (``_conventions.step_coefficients``).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _numerics, _quantize
+from adam_jax import _numerics, _quantize, _validation
 from adam_jax._conventions import (
     ConventionName,
     StepCoefficients,
@@ -177,6 +178,8 @@ def scale_by_spec(spec: AdamSpec) -> optax.GradientTransformation:
     """The direction ``spec`` describes (see :func:`scale_by_adam` for the equations)."""
     convention = get_convention(spec.convention)
     psi = spec.nadam_momentum_decay
+    static_eps = _validation.static_value("eps", spec.eps)  # None when traced (injected)
+    eps_is_positive = static_eps is not None and static_eps > 0
 
     def coefficients(corrections: BiasCorrections) -> StepCoefficients:
         if spec.nesterov:
@@ -195,8 +198,12 @@ def scale_by_spec(spec: AdamSpec) -> optax.GradientTransformation:
         if k.gradient is not None:  # NAdam
             numerator = numerator + k.gradient * moments.gradient
         real = moments.second.dtype  # m and g may be complex; r never is
-        eps, eps_root = (jnp.asarray(x, real) for x in (spec.eps, spec.eps_root))
-        denominator = jnp.sqrt(moments.second * k.inside + eps_root) + eps
+        inside = moments.second * k.inside
+        if not _validation.is_static_zero(spec.eps_root):  # r * inside >= 0: + 0 changes nothing
+            inside = inside + jnp.asarray(spec.eps_root, real)
+        denominator = jnp.sqrt(inside) + jnp.asarray(spec.eps, real)
+        if eps_is_positive:  # the denominator is >= eps > 0 (or NaN): never 0 / 0
+            return numerator / denominator
         return _numerics.safe_divide(numerator, denominator)
 
     momentum_schedule = None
@@ -353,13 +360,18 @@ def scale_by_moments(
             )
         )
 
+        @functools.cache
+        def constants(dtype) -> tuple:
+            """Per compute dtype, once per step: the decays, their complements, the scalars."""
+            decay1, decay2 = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype)
+            leaf_scalars = jax.tree.map(lambda x: jnp.asarray(x, dtype), scalars)
+            return decay1, 1 - decay1, decay2, 1 - decay2, leaf_scalars
+
         def real_leaf(g, m, v, v_max):
             """One real leaf in its compute dtype: the new (step, m, v, r)."""
-            dtype = _numerics.real_dtype(g.dtype)
-            decay1, decay2 = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype)
-            m_new = decay1 * m + (1 - decay1) * g
-            v_new = decay2 * v + (1 - decay2) * _abs_sq(g)
-            leaf_scalars = jax.tree.map(lambda x: jnp.asarray(x, dtype), scalars)
+            decay1, rest1, decay2, rest2, leaf_scalars = constants(_numerics.real_dtype(g.dtype))
+            m_new = decay1 * m + rest1 * g
+            v_new = decay2 * v + rest2 * _abs_sq(g)
             r = v_new
             if v_max is not None:
                 r = jnp.maximum(v_max, v_new * leaf_scalars.before_max)

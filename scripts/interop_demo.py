@@ -4,7 +4,7 @@ The seed's PyTorch program (as ``scripts/seed_pytorch.py``: a 1000 -> 100 ->
 ReLU -> 10 MLP, sum-of-squares loss on 64 random inputs, ``torch.optim.Adam(
 lr=1e-4, amsgrad=True, eps=1e-8)``, torch seed 0) runs ``--before`` steps, is
 saved with ``torch.save`` (model and optimizer), read back with
-``adam_jax.interop.torch.load_checkpoint`` and continued in JAX for
+``adam_jax.interop.load_torch_checkpoint`` and continued in JAX for
 ``--after`` steps; and the reverse, adam_jax first and PyTorch after
 ``to_torch``. The same with the real ``optax.amsgrad`` and Keras'
 ``Adam(amsgrad=True)`` (each its own trajectory: optax's AMSGrad is another
@@ -81,16 +81,16 @@ def torch_runs(dtype: str, before: int, after: int, workdir: str) -> dict:
     first = seed_torch_steps(model, optimizer, x, y, before)
     path = os.path.join(workdir, f"seed_{dtype}.pt")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
-    run = interop.torch.load_checkpoint(path, NAME_MAP)
+    run = interop.load_torch_checkpoint(path, NAME_MAP)
     xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy())
     then, *_ = jax_steps(run.params, run.optimizer, run.opt_state, xj, yj, after)
     torch_to_jax = np.concatenate([first, then])
 
     model, optimizer, x, y = seed_program(0, dtype)
-    start = interop.torch.from_torch(model.state_dict(), optimizer.state_dict(), NAME_MAP)
+    start = interop.from_torch(model.state_dict(), optimizer.state_dict(), NAME_MAP)
     state = start.optimizer.init(start.params)
     first, params, state = jax_steps(start.params, start.optimizer, state, xj, yj, before)
-    model_sd, opt_sd = interop.torch.to_torch(params, state, start.groups, NAME_MAP)
+    model_sd, opt_sd = interop.to_torch(params, state, start.groups, NAME_MAP)
     model.load_state_dict(model_sd)
     optimizer.load_state_dict(opt_sd)
     jax_to_torch = np.concatenate([first, seed_torch_steps(model, optimizer, x, y, after)])
@@ -114,11 +114,11 @@ def optax_runs(params, data, before: int, after: int) -> dict:
     tx = optax.amsgrad(SEED_LR, eps=SEED_EPS)
     uninterrupted, *_ = jax_steps(params, tx, tx.init(params), x, y, before + after)
     first, mid, state = jax_steps(params, tx, tx.init(params), x, y, before)
-    ours_tx, ours = interop.optax.from_optax(state, opt.spec, mid)
+    ours_tx, ours = interop.from_optax(state, opt.spec, mid)
     then, *_ = jax_steps(mid, ours_tx, ours, x, y, after)
     optax_to_jax = np.concatenate([first, then])
     first, mid, ours = jax_steps(params, opt, opt.init(params), x, y, before)
-    _, theirs = interop.optax.to_optax(ours, opt, mid)
+    _, theirs = interop.to_optax(ours, opt, mid)
     then, *_ = jax_steps(mid, tx, theirs, x, y, after)
     scratch, *_ = jax_steps(params, opt, opt.init(params), x, y, before + after)
     return {
@@ -168,17 +168,17 @@ def keras_runs(params, data, before: int, after: int, dtype: str) -> dict:
         uninterrupted = steps(optimizer(), v, before + after)
         v, opt = variables(), optimizer()
         first = steps(opt, v, before)
-        run = interop.keras.from_keras(opt, v, name_map)
+        run = interop.from_keras(opt, v, name_map)
         then, *_ = jax_steps(run.params, run.optimizer, run.opt_state, x, y, after)
         keras_to_jax = np.concatenate([first, then])
         v, opt = variables(), optimizer()  # a fresh Keras run's groups; adam_jax steps first
         opt.build(v)
-        start = interop.keras.from_keras(opt, v, name_map)
+        start = interop.from_keras(opt, v, name_map)
         first, mid, state = jax_steps(
             start.params, start.optimizer, start.optimizer.init(start.params), x, y, before
         )
         v = variables()
-        k_opt = interop.keras.to_keras(mid, state, start.groups, v, name_map)
+        k_opt = interop.to_keras(mid, state, start.groups, v, name_map)
         jax_to_keras = np.concatenate([first, steps(k_opt, v, after)])
         state = start.optimizer.init(start.params)
         scratch, *_ = jax_steps(start.params, start.optimizer, state, x, y, before + after)

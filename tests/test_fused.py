@@ -375,3 +375,20 @@ def test_vmap_steps_each_element():
     ref = jax.jit(jax.vmap(_reference_step(tx)))(params, grads, jax.vmap(tx.init)(params))
     out = jax.jit(jax.vmap(fused.step))(params, grads, jax.vmap(fused.init)(params))
     _assert_bitwise(out, ref)
+
+
+def test_fused_adam_where_an_optax_transformation_belongs_points_to_step():
+    """optax.chain and flax.nnx.Optimizer accept any (init, update) pair: the first update
+    must say what to do instead of an AttributeError."""
+    opt = adam_jax.fused_adam(1e-3)
+    params = {"w": jnp.ones(3)}
+    chained = optax.chain(optax.clip_by_global_norm(1.0), opt)
+    state = chained.init(params)
+    with pytest.raises(TypeError, match=r"not an optax GradientTransformation.*\.step\(params"):
+        chained.update(params, state, params)
+    nnx = pytest.importorskip("flax.nnx")
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, opt, wrt=nnx.Param)
+    grads = nnx.state(model, nnx.Param)
+    with pytest.raises(TypeError, match="use adam_jax.adam"):
+        optimizer.update(model, grads)

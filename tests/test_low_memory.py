@@ -277,3 +277,16 @@ def test_rounding_needs_params():
     params = jnp.ones(3, jnp.bfloat16)
     with pytest.raises(ValueError, match="needs the params"):
         optimizer.update(params, optimizer.init(params))
+
+
+def test_interop_refuses_quantized_state():
+    from adam_jax import interop
+
+    params = _params()
+    optimizer = adam_jax.adam(1e-2, quantized_state=QUANTIZED)
+    state = optimizer.init(params)
+    with pytest.raises(ValueError, match="8-bit block-quantized moments"):
+        interop.to_optax(state, optimizer)
+    optax_state = optax.adam(1e-2).init(params)
+    with pytest.raises(ValueError, match="8-bit block-quantized moments"):
+        interop.from_optax(optax_state, optimizer.spec, params)

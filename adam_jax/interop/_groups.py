@@ -10,7 +10,8 @@ import optax
 from adam_jax import _conventions
 from adam_jax._alias import from_spec
 from adam_jax._spec import AdamSpec
-from adam_jax.interop._tree import Path, key_str, leaves_by_path, path_str
+from adam_jax._transform import ScaleByAdamState
+from adam_jax.interop._tree import Path, find_states, key_str, leaves_by_path, path_str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,3 +143,51 @@ class Converted(NamedTuple):
     optimizer: optax.GradientTransformation
     opt_state: optax.OptState
     groups: list[ParamGroup]
+
+
+def step_counts(opt_state: optax.OptState) -> dict[str, int]:
+    """The step count of each param group, read from an adam_jax optimizer's state.
+
+    Args:
+      opt_state: the state of :func:`adam_jax.interop.build_optimizer`'s optimizer
+        (a converted run's ``opt_state``): ``optax.partition`` of one adam_jax
+        optimizer per group, or one adam_jax optimizer's state for one group.
+
+    Returns:
+      ``{group label: steps taken}``, labels ``"group0"``, ``"group1"``, ... as
+      :func:`adam_jax.interop.build_optimizer` gives them; ``{"group0": t}`` for
+      a state of one group.
+
+    Raises:
+      ValueError: when a group's state (or the state) holds no Adam state, or
+        more than one.
+
+    Examples:
+      >>> import jax.numpy as jnp, adam_jax
+      >>> from adam_jax import interop
+      >>> params = {"w": jnp.ones(2), "b": jnp.zeros(2)}
+      >>> groups = [interop.ParamGroup(adam_jax.AdamSpec(0.1), (("w",),)),
+      ...           interop.ParamGroup(adam_jax.AdamSpec(0.01), (("b",),))]
+      >>> opt = interop.build_optimizer(groups, params)
+      >>> _, state = opt.update(params, opt.init(params), params)
+      >>> interop.step_counts(state)
+      {'group0': 1, 'group1': 1}
+
+    References:
+      DeepMind, `optax.partition
+      <https://optax.readthedocs.io/en/latest/api/combining_optimizers.html#optax.partition>`_,
+      2024.
+    """
+
+    def count(state, where: str) -> int:
+        found = find_states(state, (ScaleByAdamState,))
+        if len(found) != 1:
+            raise ValueError(f"{where} holds {len(found)} adam_jax Adam states, expected one.")
+        return int(found[0].count)
+
+    if isinstance(opt_state, optax.transforms.PartitionState):
+        return {
+            label: count(inner, f"param group {label!r}")
+            for label, inner in opt_state.inner_states.items()
+        }
+    return {group_label(0): count(opt_state, "the optimizer state")}

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adam_jax._quantize import QuantizedArray
+
 Path = tuple[str, ...]
 INT32_MAX = int(np.iinfo(np.int32).max)
 
@@ -56,10 +58,14 @@ class Leaf:
         ``numpy.transpose``'s ``axes`` (``(1, 0)`` for ``torch.nn.Linear``'s
         (out, in) weight to ``flax.nnx.Linear``'s (in, out) kernel); None keeps
         the layout.
+      kept: True when the layout is kept on purpose (:func:`adam_jax.interop.as_is`),
+        which a weight whose shape reads the same in both layouts (a square
+        matrix) must say; a plain path keeps the layout without saying so.
     """
 
     path: Path
     axes: tuple[int, ...] | None = None
+    kept: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "path", as_path(self.path))
@@ -67,18 +73,33 @@ class Leaf:
             axes = tuple(int(a) for a in self.axes)
             if sorted(axes) != list(range(len(axes))):
                 raise ValueError(f"Leaf axes must be a permutation, got {self.axes!r}.")
+            if self.kept:
+                raise ValueError(
+                    f"Leaf '{path_str(self.path)}' both permutes its axes {axes} and keeps "
+                    "its layout (kept=True): say one."
+                )
             object.__setattr__(self, "axes", axes)
+
+    @property
+    def declared(self) -> bool:
+        """Whether the name map says the layout: permuted, or kept on purpose."""
+        return self.axes is not None or self.kept
+
+    def jax_shape(self, shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+        """The shape the framework's tensor ``name`` of ``shape`` has in JAX's layout."""
+        if self.axes is None:
+            return tuple(shape)
+        if len(shape) != len(self.axes):
+            raise ValueError(
+                f"'{name}' has shape {tuple(shape)}, but its name map entry permutes "
+                f"{len(self.axes)} axes {self.axes}."
+            )
+        return tuple(shape[a] for a in self.axes)
 
     def to_jax_layout(self, x: np.ndarray, name: str) -> np.ndarray:
         """``x`` (the framework's tensor ``name``) in JAX's layout."""
-        if self.axes is None:
-            return x
-        if x.ndim != len(self.axes):
-            raise ValueError(
-                f"'{name}' has shape {x.shape}, but its name map entry permutes "
-                f"{len(self.axes)} axes {self.axes}."
-            )
-        return np.transpose(x, self.axes)
+        self.jax_shape(x.shape, name)
+        return x if self.axes is None else np.transpose(x, self.axes)
 
     def from_jax_layout(self, x: np.ndarray, name: str) -> np.ndarray:
         """``x`` (in JAX's layout) in the framework's layout of ``name``."""
@@ -100,6 +121,12 @@ def linear(path: Any) -> Leaf:
 
     Returns:
       ``Leaf(path, axes=(1, 0))``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from adam_jax import interop
+      >>> interop.linear("fc/kernel").to_jax_layout(np.zeros((2, 3)), "fc.weight").shape
+      (3, 2)
     """
     return Leaf(as_path(path), (1, 0))
 
@@ -113,10 +140,40 @@ def conv(path: Any, spatial_dims: int = 2) -> Leaf:
 
     Returns:
       The ``Leaf`` with the permutation ``(2, ..., spatial_dims + 1, 1, 0)``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from adam_jax import interop
+      >>> interop.conv("conv/kernel").to_jax_layout(np.zeros((8, 3, 5, 5)), "conv.weight").shape
+      (5, 5, 3, 8)
     """
     if spatial_dims not in (1, 2, 3):
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
     return Leaf(as_path(path), (*range(2, spatial_dims + 2), 1, 0))
+
+
+def as_is(path: Any) -> Leaf:
+    """A tensor whose layout is the same in both frameworks, kept on purpose.
+
+    For a weight whose shape alone cannot show its layout (a square matrix) and
+    that is not transposed: an ``nn.Embedding``'s (num_embeddings, dim) weight
+    (``flax.nnx.Embed``'s embedding), or a JAX model that computes ``x @ w.T``
+    with torch's (out, in) weight. A plain path keeps the layout too, but such a
+    weight mapped by one is refused, as it may be an ``nn.Linear`` weight
+    loaded untransposed.
+
+    Args:
+      path: the leaf's path in the params tree, e.g. ``"embed/embedding"``.
+
+    Returns:
+      ``Leaf(path, kept=True)``.
+
+    Examples:
+      >>> from adam_jax import interop
+      >>> interop.as_is("embed/embedding")
+      Leaf(path=('embed', 'embedding'), axes=None, kept=True)
+    """
+    return Leaf(as_path(path), kept=True)
 
 
 def normalize_name_map(name_map: Mapping[str, Any]) -> dict[str, Leaf]:
@@ -232,6 +289,19 @@ def _is_state(types):
     return lambda x: isinstance(x, types)
 
 
+def refuse_quantized(state) -> None:
+    """Raises for an Adam state with 8-bit moments: no framework has a state to take them."""
+    is_quantized = lambda x: isinstance(x, QuantizedArray)  # noqa: E731
+    moments = (state.mu, state.nu, getattr(state, "nu_max", None))
+    if any(is_quantized(x) for x in jax.tree.leaves(moments, is_leaf=is_quantized)):
+        raise ValueError(
+            "the optimizer keeps 8-bit block-quantized moments (quantized_state=...): "
+            "torch.optim, Keras and optax keep float moments, and converting the codes would "
+            "change the optimizer. Convert a run with quantized_state=None, or dequantize and "
+            "continue it in adam_jax."
+        )
+
+
 def find_states(opt_state, types: tuple[type, ...]) -> list:
     """Every state of one of ``types`` inside ``opt_state``, in tree order."""
     is_state = _is_state(types)
@@ -250,6 +320,7 @@ def read_moments(opt_state, types: tuple[type, ...]) -> list[Moments]:
 
     out = []
     for state in find_states(opt_state, types):
+        refuse_quantized(state)
         nu_max = getattr(state, "nu_max", None)
         mu_product = getattr(state, "mu_product", None)
         out.append(
@@ -293,6 +364,7 @@ def write_moments(
     def fill(state):
         if not is_state(state):
             return state
+        refuse_quantized(state)
         paths = frozenset(leaves_by_path(state.mu))
         src = source_for(paths)
 

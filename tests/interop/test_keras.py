@@ -92,7 +92,7 @@ def test_keras_run_continues_in_adam_jax(case, float64):
     optimizer = _optimizer(case, variables)
     _run_keras(optimizer, variables, BEFORE)
 
-    run = interop.keras.from_keras(optimizer, variables, NAME_MAP)
+    run = interop.from_keras(optimizer, variables, NAME_MAP)
     after, *_ = _runs.run_optax(run.params, run.optimizer, run.opt_state, AFTER, "float64")
 
     assert _runs.relative(after, uninterrupted[BEFORE:]) <= _runs.TOLERANCE["float64"]
@@ -103,14 +103,14 @@ def test_keras_run_continues_in_adam_jax(case, float64):
 def test_adam_jax_run_continues_in_keras(case, float64):
     uninterrupted = _uninterrupted(case)
     variables = _variables()
-    start = interop.keras.from_keras(_optimizer(case, variables), variables, NAME_MAP)
+    start = interop.from_keras(_optimizer(case, variables), variables, NAME_MAP)
     optimizer = interop.build_optimizer(start.groups, start.params)
     before, params, opt_state = _runs.run_optax(
         start.params, optimizer, optimizer.init(start.params), BEFORE, "float64"
     )
 
     fresh = _variables(seed_weights=False)
-    keras_optimizer = interop.keras.to_keras(params, opt_state, start.groups, fresh, NAME_MAP)
+    keras_optimizer = interop.to_keras(params, opt_state, start.groups, fresh, NAME_MAP)
     after = _run_keras(keras_optimizer, fresh, AFTER)
 
     assert _runs.relative(before, uninterrupted[:BEFORE]) <= _runs.TOLERANCE["float64"]
@@ -119,9 +119,9 @@ def test_adam_jax_run_continues_in_keras(case, float64):
 
 def test_keras_into_pytorch_is_refused(float64):
     variables = _variables()
-    run = interop.keras.from_keras(_optimizer("adam", variables), variables, NAME_MAP)
+    run = interop.from_keras(_optimizer("adam", variables), variables, NAME_MAP)
     with pytest.raises(ValueError, match="convention 'keras'.*different optimizer"):
-        interop.torch.spec_to_torch(run.groups[0].spec)
+        interop.spec_to_torch(run.groups[0].spec)
 
 
 def test_unsupported_options_are_named(float64):
@@ -129,13 +129,13 @@ def test_unsupported_options_are_named(float64):
     optimizer = keras.optimizers.Adam(1e-2, clipnorm=1.0)
     optimizer.build(variables)
     with pytest.raises(ValueError, match="clipnorm=1.0"):
-        interop.keras.from_keras(optimizer, variables, NAME_MAP)
+        interop.from_keras(optimizer, variables, NAME_MAP)
 
 
 def test_unmapped_variable_is_named(float64):
     variables = _variables()
     with pytest.raises(ValueError, match="'out_bias' is not in name_map"):
-        interop.keras.from_keras(
+        interop.from_keras(
             _optimizer("adam", variables),
             variables,
             {k: v for k, v in NAME_MAP.items() if k != "out_bias"},
@@ -144,9 +144,9 @@ def test_unmapped_variable_is_named(float64):
 
 def test_pytorch_nadam_into_keras_is_refused(float64):
     variables = _variables()
-    run = interop.keras.from_keras(_optimizer("nadam", variables), variables, NAME_MAP)
+    run = interop.from_keras(_optimizer("nadam", variables), variables, NAME_MAP)
     torch_like = [
         interop.ParamGroup(g.spec.replace(convention="pytorch"), g.paths) for g in run.groups
     ]
     with pytest.raises(ValueError, match="Keras' Nadam has the momentum schedule psi=1"):
-        interop.keras.to_keras(run.params, run.opt_state, torch_like, variables, NAME_MAP)
+        interop.to_keras(run.params, run.opt_state, torch_like, variables, NAME_MAP)

@@ -39,7 +39,7 @@ def test_optax_run_continues_in_adam_jax(case, params, x64):
     uninterrupted, *_ = _runs.run_optax(params, tx, tx.init(params), BEFORE + AFTER, "float64")
     before, mid_params, state = _runs.run_optax(params, tx, tx.init(params), BEFORE, "float64")
 
-    optimizer, ours = interop.optax.from_optax(state, make_ours().spec, mid_params)
+    optimizer, ours = interop.from_optax(state, make_ours().spec, mid_params)
     after, *_ = _runs.run_optax(mid_params, optimizer, ours, AFTER, "float64")
     restarted, *_ = _runs.run_optax(
         mid_params, optimizer, optimizer.init(mid_params), AFTER, "float64"
@@ -59,7 +59,7 @@ def test_adam_jax_run_continues_in_optax(case, params, x64):
         params, optimizer, optimizer.init(params), BEFORE, "float64"
     )
 
-    _, theirs = interop.optax.to_optax(ours, optimizer, mid_params)
+    _, theirs = interop.to_optax(ours, optimizer, mid_params)
     assert jax.tree.structure(theirs) == jax.tree.structure(tx.init(params))
     after, *_ = _runs.run_optax(mid_params, tx, theirs, AFTER, "float64")  # the real optax
 
@@ -71,13 +71,13 @@ def test_pytorch_amsgrad_into_optax_is_refused():
     optimizer = adam_jax.amsgrad(1e-2, convention="pytorch")
     state = optimizer.init({"w": jnp.ones(3)})
     with pytest.raises(ValueError, match="raw second moment.*cannot be recovered.*larger steps"):
-        interop.optax.to_optax(state, optimizer)
+        interop.to_optax(state, optimizer)
 
 
 def test_pytorch_nadam_into_optax_is_refused():
     optimizer = adam_jax.nadam(1e-2)
     with pytest.raises(ValueError, match="NAdam .* mu_t = b1.*psi=0.004"):
-        interop.optax.to_optax(optimizer.init({"w": jnp.ones(3)}), optimizer)
+        interop.to_optax(optimizer.init({"w": jnp.ones(3)}), optimizer)
 
 
 def test_optax_amsgrad_into_pytorch_is_refused():
@@ -85,7 +85,7 @@ def test_optax_amsgrad_into_pytorch_is_refused():
     state = tx.init({"w": jnp.ones(3)})
     spec = adam_jax.AdamSpec(1e-2, amsgrad=True, convention="pytorch")
     with pytest.raises(ValueError, match="bias-corrected.*upper bound.*smaller steps"):
-        interop.optax.from_optax(state, spec)
+        interop.from_optax(state, spec)
 
 
 def test_optax_adam_continues_in_pytorch_convention(x64):
@@ -93,7 +93,7 @@ def test_optax_adam_continues_in_pytorch_convention(x64):
     tx = optax.adam(1e-2)
     params = {"w": jnp.arange(3.0)}
     _, state = tx.update({"w": jnp.ones(3)}, tx.init(params))
-    _, ours = interop.optax.from_optax(state, adam_jax.AdamSpec(1e-2), params)
+    _, ours = interop.from_optax(state, adam_jax.AdamSpec(1e-2), params)
     np.testing.assert_array_equal(ours[0].nu["w"], state[0].nu["w"])
 
 
@@ -101,4 +101,4 @@ def test_amsgrad_mismatch_names_it():
     state = optax.adam(1e-2).init({"w": jnp.ones(3)})
     spec = adam_jax.AdamSpec(1e-2, amsgrad=True, convention="optax")
     with pytest.raises(ValueError, match="AMSGrad does not match"):
-        interop.optax.from_optax(state, spec)
+        interop.from_optax(state, spec)

@@ -66,7 +66,7 @@ def test_torch_checkpoint_continues_in_jax(case, torch64, tmp_path):
     path = tmp_path / "run.pt"
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
 
-    run = interop.torch.load_checkpoint(path, _runs.NAME_MAP)
+    run = interop.load_torch_checkpoint(path, _runs.NAME_MAP)
     after, *_ = _runs.run_optax(run.params, run.optimizer, run.opt_state, AFTER, "float64")
 
     assert _runs.relative(after, uninterrupted[BEFORE:]) <= _runs.TOLERANCE["float64"]
@@ -79,13 +79,13 @@ def test_jax_run_continues_in_torch(case, torch64):
     uninterrupted = _uninterrupted(case)
     # The same hyperparameters as adam_jax param groups, from torch's own state dict.
     init_model, init_opt, _ = _torch_run(case, "float64", 0)
-    start = interop.torch.from_torch(init_model.state_dict(), init_opt.state_dict(), _runs.NAME_MAP)
+    start = interop.from_torch(init_model.state_dict(), init_opt.state_dict(), _runs.NAME_MAP)
     groups = start.groups
     optimizer = interop.build_optimizer(groups, start.params)
     before, params, opt_state = _runs.run_optax(
         start.params, optimizer, optimizer.init(start.params), BEFORE, "float64"
     )
-    model_sd, opt_sd = interop.torch.to_torch(params, opt_state, groups, _runs.NAME_MAP)
+    model_sd, opt_sd = interop.to_torch(params, opt_state, groups, _runs.NAME_MAP)
 
     model = _runs.torch_model("float64", seed=1)  # other weights: all must be overwritten
     torch_opt = _runs.torch_optimizer(model, name, {"lr": 0.5}, None if bias_group is None else {})
@@ -111,7 +111,7 @@ def test_float32_checkpoint_continues_within_rounding(tmp_path):
     case = "adamw_amsgrad_groups"
     *_, uninterrupted = _torch_run(case, "float32", BEFORE + AFTER)
     model, optimizer, _ = _torch_run(case, "float32", BEFORE)
-    run = interop.torch.from_torch(model.state_dict(), optimizer.state_dict(), _runs.NAME_MAP)
+    run = interop.from_torch(model.state_dict(), optimizer.state_dict(), _runs.NAME_MAP)
     after, *_ = _runs.run_optax(run.params, run.optimizer, run.opt_state, AFTER, "float32")
     fresh = run.optimizer.init(run.params)
     restarted, *_ = _runs.run_optax(run.params, run.optimizer, fresh, AFTER, "float32")
@@ -138,7 +138,7 @@ def saved():
 def _error(saved, match, name_map=None, **kwargs):
     model_sd, opt_sd = saved
     with pytest.raises(ValueError, match=match):
-        interop.torch.from_torch(model_sd, opt_sd, name_map or _runs.NAME_MAP, **kwargs)
+        interop.from_torch(model_sd, opt_sd, name_map or _runs.NAME_MAP, **kwargs)
 
 
 def test_missing_model_key_is_named(saved):
@@ -149,7 +149,7 @@ def test_missing_model_key_is_named(saved):
 def test_unmapped_model_key_is_named_unless_skipped(saved):
     saved[0]["running_mean"] = torch.zeros(3)
     _error(saved, "'running_mean' is not in name_map")
-    interop.torch.from_torch(*saved, _runs.NAME_MAP, skip=["running_mean"])
+    interop.from_torch(*saved, _runs.NAME_MAP, skip=["running_mean"])
 
 
 def test_wrong_moment_shape_is_named(saved):
@@ -215,7 +215,7 @@ def test_float64_run_rounds_to_float32_when_asked():
     model = _runs.torch_model("float64")
     optimizer = _runs.torch_optimizer(model, name, kwargs, bias_group)
     _runs.run_torch(model, optimizer, 2, "float64")
-    run = interop.torch.from_torch(
+    run = interop.from_torch(
         model.state_dict(), optimizer.state_dict(), _runs.NAME_MAP, dtype=jnp.float32
     )
     leaves = jax.tree.leaves((run.params, run.opt_state))
@@ -223,18 +223,18 @@ def test_float64_run_rounds_to_float32_when_asked():
 
 
 def test_state_and_groups_that_differ_are_named(saved):
-    run = interop.torch.from_torch(*saved, _runs.NAME_MAP)
+    run = interop.from_torch(*saved, _runs.NAME_MAP)
     swapped = [
         run.groups[0],
         interop.ParamGroup(run.groups[1].spec, run.groups[1].paths[:1]),
     ]
     with pytest.raises(ValueError, match="updates the params .* together, which is no param group"):
-        interop.torch.to_torch(run.params, run.opt_state, swapped, _runs.NAME_MAP)
+        interop.to_torch(run.params, run.opt_state, swapped, _runs.NAME_MAP)
 
 
 def test_round_trip_is_bitwise(saved):
-    run = interop.torch.from_torch(*saved, _runs.NAME_MAP)
-    model_sd, opt_sd = interop.torch.to_torch(run.params, run.opt_state, run.groups, _runs.NAME_MAP)
+    run = interop.from_torch(*saved, _runs.NAME_MAP)
+    model_sd, opt_sd = interop.to_torch(run.params, run.opt_state, run.groups, _runs.NAME_MAP)
     for name, tensor in saved[0].items():
         assert torch.equal(model_sd[name], tensor), name
     for index, entry in saved[1]["state"].items():
@@ -258,7 +258,7 @@ def test_conv_layout_gives_the_same_convolution():
     torch.manual_seed(0)
     layer = torch.nn.Conv2d(3, 4, kernel_size=(2, 3), bias=False)
     x = torch.randn(2, 3, 5, 6)
-    params = interop.torch.params_from_torch(layer.state_dict(), {"weight": interop.conv("k")})
+    params = interop.params_from_torch(layer.state_dict(), {"weight": interop.conv("k")})
     ours = jax.lax.conv_general_dilated(
         jnp.asarray(x.numpy()).transpose(0, 2, 3, 1),
         params["k"],
@@ -269,5 +269,33 @@ def test_conv_layout_gives_the_same_convolution():
     np.testing.assert_allclose(
         np.asarray(ours).transpose(0, 3, 1, 2), layer(x).detach().numpy(), rtol=1e-5, atol=1e-6
     )
-    back = interop.torch.params_to_torch(params, {"weight": interop.conv("k")})
+    back = interop.params_to_torch(params, {"weight": interop.conv("k")})
     assert torch.equal(back["weight"], layer.weight)
+
+
+def test_step_counts_are_torch_steps_per_group():
+    """A group added to a torch optimizer later is at fewer steps: each group's count is read
+    back from the optax.partition state, and advances with the converted optimizer."""
+    model = _runs.torch_model("float32")
+    optimizer = torch.optim.Adam(model[0].parameters(), lr=1e-2)
+    _runs.run_torch(model, optimizer, 3, "float32")
+    optimizer.add_param_group({"params": list(model[2].parameters()), "lr": 1e-3})
+    _runs.run_torch(model, optimizer, 2, "float32")
+    saved = optimizer.state_dict()
+    torch_steps = [int(saved["state"][g["params"][0]]["step"]) for g in saved["param_groups"]]
+    assert torch_steps == [5, 2]
+
+    state = interop.named_optimizer_state_dict(model, optimizer)
+    run = interop.from_torch(model.state_dict(), state, _runs.NAME_MAP)
+    assert interop.step_counts(run.opt_state) == {"group0": 5, "group1": 2}
+    _, _, opt_state = _runs.run_optax(run.params, run.optimizer, run.opt_state, 4, "float32")
+    assert interop.step_counts(opt_state) == {"group0": 9, "group1": 6}
+    single = interop.from_torch(*_runs_one_group(), _runs.NAME_MAP)
+    assert interop.step_counts(single.opt_state) == {"group0": 3}
+
+
+def _runs_one_group():
+    model = _runs.torch_model("float32")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _runs.run_torch(model, optimizer, 3, "float32")
+    return model.state_dict(), optimizer.state_dict()

@@ -296,13 +296,13 @@ def test_ctrl_c_on_lm_answers_within_3_s_and_resumes_bitwise(tmp_path):
     assert summary["status"] == f"interrupted at step {stopped}" and 2 <= stopped < total
     assert summary["checkpoint_step"] == stopped
     # The step in flight ends when the bar first shows ``stopped`` (or before the signal);
-    # the run's last line says everything is written. After it, the interpreter shuts down
-    # (1,600 modules: 1.2 s at load average 2, 2.5-3 s at load average 8 on this 2-core VM).
+    # the run's last line says everything is written, and scripts/train.py then exits at once
+    # (no interpreter teardown of 1,600 modules: it took 1.2-3 s on this 2-core VM).
     last_step = min(t for t, n in before + after if n == stopped)
     answered = printed[f"run written to {stopped_run}"] - max(last_step, signalled)
     print(f"Ctrl-C answered in {answered:.2f} s, exited {exited - signalled:.2f} s after")
     assert answered <= 3.0, (answered, exited - signalled, err)
-    assert exited - signalled <= 3.0 + 5.0 + (last_step - signalled), (exited - signalled, err)
+    assert exited - max(last_step, signalled) <= 3.0, (exited - signalled, err)
     notice = re.search(r"interrupted: stopping after step (\d+)", err)
     assert notice is not None and int(notice.group(1)) == stopped, err
     # On a line of its own: the bar is erased ("\r") or ended ("\n") before it, redrawn after.

@@ -6,7 +6,7 @@ and targets, full batch, ``torch.optim.Adam(lr=1e-4, amsgrad=True, eps=1e-8)``
 for 500 steps. ``--init-from`` starts from the weights and data that
 ``scripts/seed_pytorch.py`` saved (``.npz``), or continues its PyTorch run
 (``.pt``, ``--save-at``): weights, ``torch.optim.Adam`` state and data, through
-``adam_jax.interop.torch``.
+``adam_jax.interop.load_torch_checkpoint``.
 """
 
 from collections.abc import Mapping
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from adam_jax import interop
 from adam_jax.training.tasks.base import ConfigError, Problem, Task, check_memory
 from adam_jax.training.tasks.mlp import init_mlp
 
@@ -27,8 +28,6 @@ TORCH_KEYS = ("model", "optimizer", "x", "y")  # a .pt of scripts/seed_pytorch.p
 
 def torch_name_map() -> dict:
     """The seed's ``nn.Sequential(Linear, ReLU, Linear)`` names -> its params' paths."""
-    from adam_jax import interop
-
     return {
         "0.weight": interop.linear("hidden/kernel"),
         "0.bias": "hidden/bias",
@@ -76,9 +75,7 @@ def make_problem(config, dtypes) -> Problem:
     y = rng.standard_normal((config.batch_size, d_out))
     start = None
     if config.init_from is not None and is_torch_file(config.init_from):
-        from adam_jax.interop import torch as from_torch
-
-        run = from_torch.load_checkpoint(
+        run = interop.load_torch_checkpoint(
             config.init_from, torch_name_map(), dtype=dtypes["param_dtype"]
         )
         nnx.replace_by_pure_dict(params, run.params)

@@ -108,7 +108,7 @@ def from_keras(
       >>> w = keras.Variable(np.ones(2, "float32"), name="w")
       >>> opt = keras.optimizers.Adam(0.1, amsgrad=True)
       >>> opt.apply([np.ones(2, "float32")], [w])
-      >>> run = interop.keras.from_keras(opt, [w], {"w": "w"})
+      >>> run = interop.from_keras(opt, [w], {"w": "w"})
       >>> int(run.opt_state[0].count), run.groups[0].spec.convention
       (1, 'keras')
 
@@ -214,7 +214,7 @@ def to_keras(
       >>> opt = interop.build_optimizer(groups, params)
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
       >>> w = keras.Variable(np.zeros(2, "float32"), name="w")
-      >>> k_opt = interop.keras.to_keras(params, state, groups, [w], {"w": "w"})
+      >>> k_opt = interop.to_keras(params, state, groups, [w], {"w": "w"})
       >>> int(k_opt.iterations), w.numpy()
       (1, array([1., 1.], dtype=float32))
 
@@ -331,6 +331,3 @@ def _assign(variable, value: np.ndarray, what: str) -> None:
             "set keras.config.set_floatx to the params' dtype first."
         )
     variable.assign(value)
-
-
-__all__ = ["from_keras", "to_keras"]

@@ -16,13 +16,9 @@ import optax
 
 from adam_jax._spec import AdamSpec
 from adam_jax._transform import ScaleByAdamState
-from adam_jax.interop import _groups, _tree
+from adam_jax.interop import _groups, _torch_layouts, _torch_order, _tree
 from adam_jax.interop._groups import Converted, ParamGroup
 
-# Param group keys that choose torch's code path or belong to a scheduler: no effect on the maths.
-IGNORED_GROUP_KEYS = frozenset(
-    {"foreach", "fused", "capturable", "differentiable", "initial_lr", "params", "param_names"}
-)
 ADAM_GROUP_KEYS = frozenset(
     {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"}
 )
@@ -59,16 +55,31 @@ def params_from_torch(
     model_state_dict: Mapping[str, Any],
     name_map: Mapping[str, Any],
     *,
+    template=None,
     skip: Sequence[str] = (),
     dtype=None,
 ):
     """A params tree from an ``nn.Module.state_dict()``, by an explicit name map.
 
+    torch stores an ``nn.Linear`` weight as (out, in) and a convolution's as
+    (out, in, *kernel); Flax's kernels are (in, out) and (*kernel, in, out). An
+    ``nn.Embedding``'s (num, dim) weight and a norm's 1-D weight and bias keep
+    their layout. A weight whose shape reads the same in both layouts (a square
+    ``nn.Linear`` weight) must be mapped with ``linear``/``conv`` or declared
+    kept with ``as_is``: a plain path is refused, since an untransposed square
+    weight would load without any error and train on the wrong weights.
+
     Args:
       model_state_dict: ``module.state_dict()``.
       name_map: torch name -> params path (``"dense1/bias"``) or
-        :class:`adam_jax.interop.Leaf` (``adam_jax.interop.linear("dense1/kernel")``
-        transposes an ``nn.Linear`` weight into a ``flax.nnx.Linear`` kernel).
+        :class:`adam_jax.interop.Leaf`: ``interop.linear("dense1/kernel")``
+        transposes an ``nn.Linear`` weight into a ``flax.nnx.Linear`` kernel,
+        ``interop.conv(path, n)`` a convolution's, ``interop.as_is(path)``
+        keeps the layout on purpose.
+      template: the JAX params the result must match, by path and shape: a
+        params tree or ``jax.eval_shape`` of one (``ShapeDtypeStruct`` leaves),
+        e.g. ``nnx.to_pure_dict(nnx.state(nnx.eval_shape(make_model), nnx.Param))``;
+        None checks only the layouts the name map must declare.
       skip: torch names to leave out on purpose (buffers such as BatchNorm's
         running statistics); every other key must be mapped.
       dtype: cast every tensor to this dtype; None keeps torch's (float64 needs
@@ -79,7 +90,28 @@ def params_from_torch(
 
     Raises:
       ValueError: naming the first key missing from the state dict, the first
-        key neither mapped nor skipped, or a tensor whose shape does not fit.
+        key neither mapped nor skipped, every square weight whose layout the
+        map leaves unsaid, or a tensor whose shape does not fit its map entry
+        or the template (with the entry that fits).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, torch
+      >>> from adam_jax import interop
+      >>> layer = torch.nn.Linear(4, 4)
+      >>> template = {"kernel": jax.ShapeDtypeStruct((4, 4), jnp.float32),
+      ...             "bias": jax.ShapeDtypeStruct((4,), jnp.float32)}
+      >>> interop.params_from_torch(layer.state_dict(), {"weight": "kernel", "bias": "bias"})
+      Traceback (most recent call last):
+      ValueError: the name map neither transposes nor declares kept these torch weights, ...
+      >>> params = interop.params_from_torch(
+      ...     layer.state_dict(), {"weight": interop.linear("kernel"), "bias": "bias"},
+      ...     template=template)
+      >>> bool((params["kernel"] == layer.weight.detach().numpy().T).all())
+      True
+
+    References:
+      PyTorch, `torch.nn.Linear
+      <https://pytorch.org/docs/stable/generated/torch.nn.Linear.html>`_, 2024.
     """
     names = _tree.normalize_name_map(name_map)
     for name in names:
@@ -91,10 +123,13 @@ def params_from_torch(
                 f"the model state dict's '{name}' is not in name_map; map it, or pass "
                 "skip=[...] to leave it out on purpose."
             )
+    arrays = {name: _numpy(model_state_dict[name], name) for name in names}
+    shapes = {name: tuple(x.shape) for name, x in arrays.items()}
+    _torch_layouts.check_declared(shapes, names)
+    if template is not None:
+        _torch_layouts.check_template(shapes, names, template)
     leaves = {
-        leaf.path: _tree.to_jax(
-            leaf.to_jax_layout(_numpy(model_state_dict[name], name), name), f"'{name}'", dtype
-        )
+        leaf.path: _tree.to_jax(leaf.to_jax_layout(arrays[name], name), f"'{name}'", dtype)
         for name, leaf in names.items()
     }
     return _tree.nested(leaves)
@@ -105,11 +140,16 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
 
     Args:
       params: the params tree.
-      name_map: as :func:`adam_jax.interop.torch.params_from_torch`; every params
+      name_map: as :func:`adam_jax.interop.params_from_torch`; every params
         leaf must be mapped.
 
     Returns:
       torch name -> CPU tensor, in the name map's order and torch's layout.
+
+    Raises:
+      ValueError: naming a params leaf no entry maps, an entry not in params, or
+        every square weight whose layout the map leaves unsaid (see
+        :func:`adam_jax.interop.params_from_torch`).
     """
     names = _tree.normalize_name_map(name_map)
     leaves = _tree.leaves_by_path(params)
@@ -123,8 +163,9 @@ def params_to_torch(params, name_map: Mapping[str, Any]) -> dict:
             raise ValueError(
                 f"name_map's '{name}' -> '{_tree.path_str(leaf.path)}' is not in params."
             )
-        out[name] = _tensor(leaf.from_jax_layout(np.asarray(leaves[leaf.path]), name))
-    return out
+        out[name] = leaf.from_jax_layout(np.asarray(leaves[leaf.path]), name)
+    _torch_layouts.check_declared({name: tuple(x.shape) for name, x in out.items()}, names)
+    return {name: _tensor(x) for name, x in out.items()}
 
 
 def spec_from_torch(
@@ -144,7 +185,7 @@ def spec_from_torch(
     """
     nadam = "momentum_decay" in group
     known = NADAM_GROUP_KEYS if nadam else ADAM_GROUP_KEYS
-    unknown = set(group) - known - IGNORED_GROUP_KEYS
+    unknown = set(group) - known - _torch_order.IGNORED_GROUP_KEYS
     if unknown:
         raise ValueError(
             f"param group {index} has keys {sorted(unknown)} that torch.optim."
@@ -249,33 +290,6 @@ def _check_plain(spec: AdamSpec, framework: str) -> None:
         raise ValueError(f"{framework} has no eps_root, got eps_root={spec.eps_root}.")
 
 
-def _param_order(groups, param_names, model_state_dict, names) -> list[list[str]]:
-    """The torch names of each group's parameter indices."""
-    if param_names is None and all("param_names" in g for g in groups):
-        return [list(g["param_names"]) for g in groups]
-    if param_names is None:
-        if len(groups) > 1:
-            raise ValueError(
-                "the optimizer state dict has several param groups and no 'param_names' "
-                "(torch writes them when the optimizer is built from named_parameters()): "
-                "pass param_names=, the torch names in the optimizer's parameter order."
-            )
-        # One group built from module.parameters(): the parameters' registration order,
-        # which is the order of the state dict's parameter entries.
-        param_names = [n for n in model_state_dict if n in names]
-    param_names = list(param_names)
-    out, start = [], 0
-    for group in groups:
-        out.append(param_names[start : start + len(group["params"])])
-        start += len(group["params"])
-    if start != len(param_names):
-        raise ValueError(
-            f"the optimizer's param groups hold {start} parameters, but {len(param_names)} "
-            f"names were given (or mapped): {param_names}."
-        )
-    return out
-
-
 def _group_moments(index, group, torch_names, state, names, spec, dtype) -> _tree.Moments:
     """The ``Moments`` of one torch param group, checked; cast to ``dtype`` unless None."""
     cast = (lambda x: x) if dtype is None else (lambda x: np.asarray(x, dtype))  # noqa: E731
@@ -330,6 +344,7 @@ def from_torch(
     optimizer_state_dict: Mapping[str, Any],
     name_map: Mapping[str, Any],
     *,
+    template=None,
     param_names: Sequence[str] | None = None,
     decoupled_weight_decay: bool | None = None,
     skip: Sequence[str] = (),
@@ -349,12 +364,21 @@ def from_torch(
       model_state_dict: ``module.state_dict()``.
       optimizer_state_dict: ``optimizer.state_dict()`` of a ``torch.optim.Adam``,
         ``AdamW`` or ``NAdam``.
-      name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`,
-        see :func:`adam_jax.interop.torch.params_from_torch`.
-      param_names: the torch names of the optimizer's parameters in its order;
-        by default the groups' ``param_names`` (an optimizer built from
-        ``named_parameters()``), or for one group the order of the model state
-        dict (an optimizer built from ``module.parameters()``).
+      name_map: torch name -> params path or :class:`adam_jax.interop.Leaf`
+        (``linear``, ``conv``, ``as_is``), see :func:`adam_jax.interop.params_from_torch`.
+      template: the JAX params to match by path and shape (a params tree or
+        ``jax.eval_shape`` of one), see :func:`adam_jax.interop.params_from_torch`.
+      param_names: the torch names of the optimizer's parameters in its order:
+        param group 0's in the order they were given to the optimizer, then
+        group 1's, ... (e.g. ``["fc1.weight", "fc2.weight", "fc1.bias",
+        "fc2.bias"]`` for the groups weights, biases). By default the groups'
+        ``param_names`` (an optimizer built from ``model.named_parameters()``,
+        or :func:`adam_jax.interop.named_optimizer_state_dict`), or for one group
+        the order of the model state dict (an optimizer built from
+        ``module.parameters()``). An order given here is checked against the
+        groups' sizes, the moments' shapes, the model's order within each
+        group, and refused where two params of one shape in groups that differ
+        could be swapped unseen.
       decoupled_weight_decay: True for AdamW; by default read from the groups.
       skip: model state dict keys to leave out (buffers).
       dtype: cast the weights and the optimizer state to this dtype (rounding
@@ -366,15 +390,17 @@ def from_torch(
 
     Raises:
       ValueError: naming the first key or tensor that does not fit: a missing
-        key, a wrong shape, steps that differ within a group, a group whose
-        parameters are not mapped. Nothing is zero-filled.
+        key, a wrong shape, a square weight whose layout the map leaves unsaid,
+        a ``param_names`` order that does not fit (with the expected one),
+        steps that differ within a group, a group whose parameters are not
+        mapped. Nothing is zero-filled.
 
     Examples:
       >>> import torch, adam_jax.interop as interop
       >>> model = torch.nn.Linear(3, 2)
       >>> opt = torch.optim.AdamW(model.parameters(), lr=0.1, amsgrad=True)
       >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
-      >>> run = interop.torch.from_torch(
+      >>> run = interop.from_torch(
       ...     model.state_dict(), opt.state_dict(),
       ...     {"weight": interop.linear("kernel"), "bias": "bias"})
       >>> run.params["kernel"].shape, int(run.opt_state[0].count)
@@ -388,10 +414,12 @@ def from_torch(
     for key in ("state", "param_groups"):
         if key not in optimizer_state_dict:
             raise ValueError(f"the optimizer state dict has no '{key}'.")
-    params = params_from_torch(model_state_dict, names, skip=skip, dtype=dtype)
+    params = params_from_torch(model_state_dict, names, template=template, skip=skip, dtype=dtype)
     torch_groups = optimizer_state_dict["param_groups"]
     state = optimizer_state_dict["state"]
-    order = _param_order(torch_groups, param_names, model_state_dict, names)
+    order = _torch_order.param_order(
+        torch_groups, state, model_state_dict, param_names, list(names)
+    )
     groups, moments = [], []
     for index, (group, torch_names) in enumerate(zip(torch_groups, order, strict=True)):
         for name in torch_names:
@@ -439,10 +467,10 @@ def to_torch(
     Args:
       params: the params tree.
       opt_state: the state of the optimizer built for ``groups`` (by
-        :func:`adam_jax.interop.torch.from_torch` or :func:`adam_jax.interop.build_optimizer`).
+        :func:`adam_jax.interop.from_torch` or :func:`adam_jax.interop.build_optimizer`).
       groups: the :class:`adam_jax.interop.ParamGroup` list; the torch optimizer
         loading the result must have the same groups, in the same order.
-      name_map: as :func:`adam_jax.interop.torch.from_torch`.
+      name_map: as :func:`adam_jax.interop.from_torch`.
 
     Returns:
       ``(model_state_dict, optimizer_state_dict)`` for ``module.load_state_dict``
@@ -461,7 +489,7 @@ def to_torch(
       >>> params = {"w": jnp.ones(2)}
       >>> opt = interop.build_optimizer(groups, params)
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
-      >>> model_sd, opt_sd = interop.torch.to_torch(params, state, groups, {"w": "w"})
+      >>> model_sd, opt_sd = interop.to_torch(params, state, groups, {"w": "w"})
       >>> float(opt_sd["state"][0]["step"]), opt_sd["param_groups"][0]["param_names"]
       (1.0, ['w'])
 
@@ -512,7 +540,7 @@ def to_torch(
     return model_state_dict, {"state": state, "param_groups": torch_groups}
 
 
-def load_checkpoint(
+def load_torch_checkpoint(
     path: str | os.PathLike,
     name_map: Mapping[str, Any],
     *,
@@ -524,14 +552,14 @@ def load_checkpoint(
 
     Args:
       path: the checkpoint, loaded with ``torch.load(weights_only=True)`` on the CPU.
-      name_map: as :func:`adam_jax.interop.torch.from_torch`.
+      name_map: as :func:`adam_jax.interop.from_torch`.
       model_key: the key of the model's state dict in the file.
       optimizer_key: the key of the optimizer's state dict in the file.
-      **kwargs: passed to :func:`adam_jax.interop.torch.from_torch`
-        (``param_names``, ``skip``, ``dtype``, ``decoupled_weight_decay``).
+      **kwargs: passed to :func:`adam_jax.interop.from_torch`
+        (``template``, ``param_names``, ``skip``, ``dtype``, ``decoupled_weight_decay``).
 
     Returns:
-      :func:`adam_jax.interop.torch.from_torch`'s :class:`adam_jax.interop.Converted`.
+      :func:`adam_jax.interop.from_torch`'s :class:`adam_jax.interop.Converted`.
 
     Examples:
       >>> import os, tempfile, torch, adam_jax.interop as interop
@@ -539,7 +567,7 @@ def load_checkpoint(
       >>> opt = torch.optim.Adam(model.parameters())
       >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
       >>> torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, path)
-      >>> run = interop.torch.load_checkpoint(path, {"weight": interop.linear("w"), "bias": "b"})
+      >>> run = interop.load_torch_checkpoint(path, {"weight": interop.linear("w"), "bias": "b"})
       >>> sorted(run.params), int(run.opt_state[0].count)
       (['b', 'w'], 0)
 
@@ -557,7 +585,7 @@ def load_checkpoint(
     return from_torch(checkpoint[model_key], checkpoint[optimizer_key], name_map, **kwargs)
 
 
-def save_checkpoint(
+def save_torch_checkpoint(
     path: str | os.PathLike,
     params,
     opt_state: optax.OptState,
@@ -567,14 +595,14 @@ def save_checkpoint(
     model_key: str = "model",
     optimizer_key: str = "optimizer",
 ) -> None:
-    """Writes the state dicts of :func:`adam_jax.interop.torch.to_torch` with ``torch.save``.
+    """Writes the state dicts of :func:`adam_jax.interop.to_torch` with ``torch.save``.
 
     Args:
       path: the file to write.
-      params: as :func:`adam_jax.interop.torch.to_torch`.
-      opt_state: as :func:`adam_jax.interop.torch.to_torch`.
-      groups: as :func:`adam_jax.interop.torch.to_torch`.
-      name_map: as :func:`adam_jax.interop.torch.to_torch`.
+      params: as :func:`adam_jax.interop.to_torch`.
+      opt_state: as :func:`adam_jax.interop.to_torch`.
+      groups: as :func:`adam_jax.interop.to_torch`.
+      name_map: as :func:`adam_jax.interop.to_torch`.
       model_key: the key of the model's state dict in the file.
       optimizer_key: the key of the optimizer's state dict in the file.
     """
@@ -582,15 +610,3 @@ def save_checkpoint(
 
     model_state_dict, optimizer_state_dict = to_torch(params, opt_state, groups, name_map)
     torch.save({model_key: model_state_dict, optimizer_key: optimizer_state_dict}, path)
-
-
-__all__ = [
-    "from_torch",
-    "spec_from_torch",
-    "spec_to_torch",
-    "load_checkpoint",
-    "params_from_torch",
-    "params_to_torch",
-    "save_checkpoint",
-    "to_torch",
-]

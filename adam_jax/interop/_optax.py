@@ -126,7 +126,7 @@ def from_optax(
       >>> params = {"w": jnp.ones(2)}
       >>> _, state = tx.update({"w": jnp.ones(2)}, tx.init(params))
       >>> spec = adam_jax.AdamSpec(0.1, amsgrad=True, convention="optax")
-      >>> opt, ours = interop.optax.from_optax(state, spec)
+      >>> opt, ours = interop.from_optax(state, spec)
       >>> int(ours[0].count), ours[0].nu_max["w"].round(4)  # v_1 / (1 - b2) = g^2
       (1, Array([1., 1.], dtype=float32))
 
@@ -159,7 +159,7 @@ def to_optax(
 ) -> tuple[optax.GradientTransformation, optax.OptState]:
     """An adam_jax state as the matching optax optimizer and its state.
 
-    The optimizer is :func:`adam_jax.interop.optax.optax_optimizer`'s.
+    The optimizer is :func:`adam_jax.interop.optax_optimizer`'s.
 
     Args:
       opt_state: the adam_jax optimizer's state (one ``ScaleByAdamState``).
@@ -180,7 +180,7 @@ def to_optax(
       >>> opt = adam_jax.adam(0.1, convention="optax")
       >>> params = {"w": jnp.ones(2)}
       >>> _, state = opt.update({"w": jnp.ones(2)}, opt.init(params), params)
-      >>> tx, theirs = interop.optax.to_optax(state, opt)
+      >>> tx, theirs = interop.to_optax(state, opt)
       >>> int(theirs[0].count)
       1
 
@@ -203,6 +203,3 @@ def to_optax(
         return f"adam_jax's {FIELDS[field]} of '{_tree.path_str(path)}'"
 
     return tx, _tree.write_moments(template, OPTAX_STATES, source_for, describe)
-
-
-__all__ = ["from_optax", "optax_optimizer", "to_optax"]
