@@ -15,7 +15,7 @@ from typing import TypeAlias
 import jax
 import optax
 
-from adam_jax import _diagnostics
+from adam_jax import _diagnostics, _validation
 from adam_jax._conventions import ConventionName
 from adam_jax._quantize import BlockQuantization
 from adam_jax._rounding import ParamRounding, rounded_updates
@@ -69,7 +69,7 @@ def optimizer_chain(
     or a callable of the params, as optax's) leaves the params where it is False
     undecayed.
     """
-    decay = optax.add_decayed_weights(weight_decay, mask)
+    decay = optax.add_decayed_weights(weight_decay, _validation.checked_mask(mask))
     return optax.chain(
         *([optax.scale(-1.0)] if maximize else []),
         *([decay] if decays_weights and not decoupled_weight_decay else []),

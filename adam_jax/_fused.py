@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adam_jax import _ffi, _numerics
+from adam_jax import _ffi, _numerics, _validation
 from adam_jax._alias import from_spec
 from adam_jax._conventions import ConventionName, get_convention, step_coefficients
 from adam_jax._quantize import BlockQuantization
@@ -299,7 +299,7 @@ def _decayed_leaves(mask, params, treedef) -> list[bool]:
     """Per leaf of ``params``, whether weight decay applies (``mask`` as optax's)."""
     if mask is None:
         return [True] * treedef.num_leaves
-    tree = mask(params) if callable(mask) else mask
+    tree = _validation.checked_mask(mask)(params) if callable(mask) else mask
     flags = treedef.flatten_up_to(jax.tree.broadcast(tree, params))
     for flag in flags:
         if not isinstance(flag, (bool, np.bool_)):

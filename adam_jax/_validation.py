@@ -172,6 +172,31 @@ def check_dtype(name: str, value) -> None:
         raise ValueError(f"{name} must be None or one of {list(_FLOAT_DTYPES)}, got {value!r}.")
 
 
+def checked_mask(mask):
+    """``mask`` as given, or, for a callable, one that checks what it returns.
+
+    A callable mask can only be checked once it has the params (at ``init``): a
+    failing call, or a result that is not a tree of bools, raises there, naming
+    ``mask``, instead of an error from deep inside optax.
+    """
+    if not callable(mask):
+        return mask
+
+    def call(params):
+        try:
+            tree = mask(params)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's callable
+            raise TypeError(
+                f"mask must be a callable params -> tree of bools; mask(params) raised {e!r}."
+            ) from None
+        if tree is None or not jax.tree.leaves(tree):
+            raise TypeError(f"mask(params) must return a tree of bools, got {tree!r}.")
+        check_mask(tree)
+        return tree
+
+    return call
+
+
 def check_mask(value) -> None:
     """``mask`` for weight decay: None, a callable of the params, or a tree of bools."""
     if value is None or callable(value):
