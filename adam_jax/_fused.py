@@ -61,7 +61,7 @@ class FusedAdam(NamedTuple):
 
     @property
     def update(self):
-        """Not an optax ``update``: raises, pointing to ``step`` (see :func:`fused_adam`)."""
+        """Not an optax ``update``: raises, pointing to ``step`` (:func:`adam_jax.fused_adam`)."""
         raise TypeError(
             "fused_adam(...) is not an optax GradientTransformation: it applies the update to "
             "the params itself, so optax.chain, optax.MultiSteps or flax.nnx.Optimizer cannot "

@@ -62,7 +62,7 @@ class BlockQuantization:
     """How an optimizer stores its moments in 8 bits: ``quantized_state=`` of the factories.
 
     Every real float moment leaf of at least ``min_size`` elements is kept as a
-    :class:`QuantizedArray` (uint8 codes, one float32 scale per ``block_size``
+    :class:`adam_jax.QuantizedArray` (uint8 codes, one float32 scale per ``block_size``
     elements of the last axis): the first moment with the signed dynamic map, the
     second moment and AMSGrad's maximum with the unsigned one. Smaller leaves (and
     complex ones) keep float32 moments, as bitsandbytes does below 4096 elements:
