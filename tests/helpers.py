@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -137,3 +139,23 @@ def metrics_rows(run_dir) -> list[dict]:
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def run_on_8_cpu_devices(script: str) -> dict:
+    """Runs ``tests/distributed/<script>`` in a subprocess with 8 virtual CPU devices (their
+    number is fixed when JAX starts) and returns the JSON summary it prints."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.path.dirname(here),
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    )
+    out = subprocess.run(
+        [sys.executable, os.path.join(here, "distributed", script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)

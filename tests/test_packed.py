@@ -8,11 +8,7 @@ in a subprocess with 8 CPU devices (tests/distributed/packed_checks.py).
 """
 
 import itertools
-import json
-import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,8 +18,8 @@ import pytest
 
 import adam_jax
 from adam_jax import PackedLayout
+from tests.helpers import run_on_8_cpu_devices
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 8
 LR, WD, DECAY = 1e-2, 0.1, 0.05
 SCHEDULE = optax.linear_schedule(1e-2, 1e-3, transition_steps=5)
@@ -348,20 +344,7 @@ def test_a_mask_prefix_packs_like_the_full_mask():
 
 @pytest.fixture(scope="module")
 def sharded_summary():
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.path.dirname(HERE),
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    )
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "distributed", "packed_checks.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
+    return run_on_8_cpu_devices("packed_checks.py")
 
 
 def test_sharded_packed_step_has_no_collectives_and_equals_one_device(sharded_summary):

@@ -10,32 +10,14 @@ optimizer: init eagerly (outside and inside the mesh context) and under jit
 ``lax.scan`` of steps whose results equal the unsharded run.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from tests.helpers import run_on_8_cpu_devices
 
 
 @pytest.fixture(scope="module")
 def summary():
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.path.dirname(HERE),
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    )
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "distributed", "sharding_checks.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
+    return run_on_8_cpu_devices("sharding_checks.py")
 
 
 def test_state_follows_params_for_every_optimizer(summary):
