@@ -276,11 +276,16 @@ class PackedLayout:
             buffers = {
                 key: self._place(self._place(b, self.sharding), whole) for key, b in buffers.items()
             }
-        leaves = [
-            jax.lax.slice(buffers[s.buffer], (s.offset,), (s.offset + math.prod(s.shape),))
-            for s in self.leaves
-        ]
-        leaves = [x.reshape(s.shape) for x, s in zip(leaves, self.leaves, strict=True)]
+        # One split per buffer, not a slice per leaf: the transpose of a slice is a pad, and
+        # the gradient would sum one padded copy of the buffer per leaf (the buffer streamed
+        # once per leaf); the transpose of a split is one concatenation.
+        pieces = {}
+        for key, size in self.sizes.items():
+            sizes = [math.prod(s.shape) for s in self.leaves if s.buffer == key]
+            padding = size - sum(sizes)
+            split = jax.lax.split(buffers[key], sizes + [padding] if padding else sizes)
+            pieces[key] = iter(split)
+        leaves = [next(pieces[s.buffer]).reshape(s.shape) for s in self.leaves]
         return self.treedef.unflatten(leaves)
 
     def _check_buffers(self, buffers: Any, what: str, *, same_dtype: bool) -> None:
