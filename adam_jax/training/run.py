@@ -94,12 +94,13 @@ def train(config: RunConfig, argv: list, *, resume: bool) -> int:
     if config.packed:
         # Under --fsdp each buffer is split over the devices, and unpack gathers it.
         sharding = None
-        if config.fsdp:
+        if config.fsdp and mesh is not None:
             sharding = NamedSharding(mesh, PartitionSpec(distributed.DATA_AXIS))
         layout = PackedLayout.from_params(problem.params, mask=mask, sharding=sharding)
-        mask = layout.mask
     if problem.start is None:
-        optimizer, opt_state = optimizers.make_optimizer(config, mask), None
+        # A packed layout packs the mask too: one bool per buffer.
+        optimizer = optimizers.make_optimizer(config, mask if layout is None else layout.mask)
+        opt_state = None
     else:
         optimizer, opt_state = problem.start
     if layout is not None:
