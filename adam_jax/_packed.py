@@ -197,7 +197,9 @@ class PackedLayout:
 
         Under ``jax.jit`` the slices fuse into their consumers. With a sharding, each buffer
         is first gathered whole (an all-gather inside the loss; its gradient is
-        reduce-scattered back to the buffer's sharding).
+        reduce-scattered back to the buffer's sharding). Differentiable in reverse mode
+        (``jax.grad``, ``jax.vjp``): the gradient writes each leaf's part in place, one pass
+        over each buffer; forward mode (``jax.jvp``) is not defined.
 
         Raises:
           ValueError: ``buffers`` are not this layout's (keys or shapes differ).
