@@ -133,7 +133,9 @@ def make_train_step(
       gather_params: all-gather the params where the model uses them (FSDP).
       layout: the ``PackedLayout`` of the state's params and optimizer state, or None (a
         tree); the loss reads ``layout.unpack`` of the buffers (which gathers a sharded
-        layout), the epsilon report reads the state in tree form (the same numbers).
+        layout). The epsilon metric is the tree's: the same coordinates (a sharded layout's
+        state is unpacked first, for its padding), in another order only with a mask, which
+        changes no bit of the fraction below 2**24 coordinates (its float32 sum is exact).
 
     Returns:
       ``train_step``; its metrics are the scalars ``loss`` (before the update),
@@ -163,9 +165,10 @@ def make_train_step(
         metrics = {"loss": loss, "lr": jnp.asarray(lr)}
         if epsilon_report is not None:
             # adam_jax.epsilon_report concatenates every leaf, which Explicit sharding refuses
-            # for leaves sharded differently: it reads a gathered copy under FSDP. A packed
-            # state is read unpacked: a sharded layout's padding is no coordinate.
-            if layout is not None:
+            # for leaves sharded differently: it reads a gathered copy under FSDP. A sharded
+            # layout's state is read unpacked (its padding is no coordinate); an unsharded
+            # one's buffers hold the tree's coordinates, in the tree's order without a mask.
+            if layout is not None and layout.sharding is not None:
                 report_state = layout.unpack_state(opt_state)
             else:
                 report_state = distributed.gather(opt_state) if gather_params else opt_state

@@ -197,7 +197,9 @@ def _run(config, argv, run_dir, problem, optimizer, layout, state, rows, skipped
         problem, config.dtype, gather_params=config.fsdp, layout=layout
     )
     # Checkpoints hold the params and the optimizer state as trees, packed or not.
-    saved_form = jax.jit(partial(loop.tree_form, layout=layout)) if layout else (lambda s: s)
+    saved_form = (
+        (lambda s: s) if layout is None else jax.jit(partial(loop.tree_form, layout=layout))
+    )
     evaluate = None
     if jitted_evaluate is not None:
         evaluate = jitted_evaluate.lower(state.params, problem.test).compile()
