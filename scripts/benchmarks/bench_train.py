@@ -82,7 +82,6 @@ CHUNK = 50  # train.py's --log-every on the seed task
 FLOP_PER_STEP = 2 * N * D_IN * HIDDEN * 2 + 2 * N * HIDDEN * D_OUT * 3  # fwd+dW1, fwd+dW2+dh
 LM_LR, LM_BATCH = 2e-3, 16  # train.py's defaults on --task lm (AdamW, weight decay 1e-2)
 DIGITS_LR, DIGITS_BATCH = 1e-3, 64  # and on --task digits (Adam)
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 
 
 def seed_config(seed: int = 0, batch_size: int = N) -> SimpleNamespace:
@@ -598,15 +597,7 @@ def bench_fsdp(devices: int, reps: int, settle: float) -> dict:
                 t0 = time.perf_counter()
                 compiled = jax.jit(train_step, donate_argnums=0).lower(state, data).compile()
                 compile_s = time.perf_counter() - t0
-                text = compiled.as_text()
-                collectives = {}
-                for line in text[text.index("\nENTRY") :].splitlines():
-                    found = common._INSTR.match(line)
-                    kind = found.group(3).removesuffix("-start") if found else ""
-                    if kind in COLLECTIVES:
-                        count, nbytes = collectives.get(kind, (0, 0))
-                        shape_bytes = common._shape_bytes(found.group(2))
-                        collectives[kind] = (count + 1, nbytes + shape_bytes)
+                collectives = common.hlo_collectives(compiled.as_text())
                 box = [state]
 
                 def run(compiled=compiled, box=box, data=data):
@@ -615,9 +606,7 @@ def bench_fsdp(devices: int, reps: int, settle: float) -> dict:
                 cases[(task, form)] = {
                     "impl": (run, partial(jax.block_until_ready, box)),
                     "compile_s": compile_s,
-                    "collectives": {
-                        k: {"count": c, "bytes": b} for k, (c, b) in sorted(collectives.items())
-                    },
+                    "collectives": collectives,
                 }
         calls = dict.fromkeys(cases, 20)
         times = common.interleaved(
