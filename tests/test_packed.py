@@ -277,6 +277,19 @@ def test_gradient_of_the_unpacked_loss_arrives_packed():
     assert_bitwise(layout.unpack(packed), jax.jit(jax.grad(loss))(params))
 
 
+def test_gradient_of_the_unpacked_loss_streams_each_buffer_once():
+    # A slice's transpose is a pad: a gradient summed from one padded copy per leaf streams
+    # the buffer once per leaf (12 pads here); a concatenation ran 5x slower on XLA's CPU
+    # backend. The compiled gradient writes each leaf into its place: at most one pad (the
+    # zeros) and no concatenation.
+    params = {f"w{i}": jnp.ones((30, 30)) for i in range(12)}
+    layout = PackedLayout.from_params(params)
+    grad = jax.jit(jax.grad(lambda b: sum(jnp.sum(jnp.sin(x)) for x in layout.unpack(b).values())))
+    hlo = grad.lower(layout.pack(params)).compile().as_text()
+    assert len(re.findall(r"\bpad\(", hlo)) <= 1
+    assert not re.search(r"\bconcatenate\(", hlo)
+
+
 def test_layout_lays_leaves_end_to_end_by_dtype_and_mask():
     params, _ = make_problem(dtypes=(jnp.float32, jnp.float32, jnp.bfloat16))
     layout = PackedLayout.from_params(params, mask=decay_matrices)

@@ -26,13 +26,16 @@ INITS = ("torch", "flax")
 # Settings a resumed run may change: they change what is written or how far the run goes,
 # never a step's arithmetic (every chunk is the same compiled program).
 RESUMABLE = ("steps", "ckpt_every", "quiet", "print_loss")
-# Where a run's arrays and processes live, and its watchdog: always this command's, never the
-# saved run's (a run saved on 8 devices resumes on any number; float32 sums may round
-# differently on another mesh).
-PLACEMENT = ("mesh", "fsdp", "coordinator", "num_processes", "process_id", "watchdog")
+# Where a run's arrays and processes live and how they are laid out, and its watchdog: always
+# this command's, never the saved run's (a run saved on 8 devices resumes on any number; float32
+# sums may round differently on another mesh; checkpoints hold the params as a tree, so a packed
+# run resumes unpacked and back, bitwise).
+PLACEMENT = ("mesh", "fsdp", "packed", "coordinator", "num_processes", "process_id", "watchdog")
 RUN_DIRECTORY = ("out", "overwrite")  # where the run is written: --resume DIR's
 # Keys of config.json files written before a rename: old key -> the setting it is now.
 RENAMED = {"seed": "rng_seed"}
+# Settings added since the first config.json files: their value in a file that lacks them.
+ADDED = {"weight_decay_mask": "all"}
 DROPPED = ("resume",)  # keys older config.json files hold that are no settings
 
 
@@ -61,6 +64,7 @@ class RunConfig:
     eps: float
     eps_root: float
     weight_decay: float | None  # None: the optimizer's default
+    weight_decay_mask: str
     momentum_decay: float | None  # nadam; None: the convention's schedule
     dtype: str
     param_dtype: str
@@ -76,6 +80,7 @@ class RunConfig:
     print_loss: bool
     mesh: int
     fsdp: bool
+    packed: bool
     coordinator: str | None
     num_processes: int | None
     process_id: int | None
@@ -106,6 +111,7 @@ DEFAULTS: dict[str, Any] = dict.fromkeys(SETTINGS) | {
     "b2": 0.999,
     "eps": 1e-8,
     "eps_root": 0.0,
+    "weight_decay_mask": "all",
     "loss_scale": 1.0,
     "overwrite": False,
     "ckpt_every": 1000,
@@ -113,6 +119,7 @@ DEFAULTS: dict[str, Any] = dict.fromkeys(SETTINGS) | {
     "print_loss": False,
     "mesh": 0,
     "fsdp": False,
+    "packed": False,
 }
 OPTIONAL = (
     "init_from",
@@ -198,6 +205,7 @@ CHECKS = {
     "eps": _number(0, math.inf),
     "eps_root": _number(0, math.inf),
     "weight_decay": _number(0, math.inf),
+    "weight_decay_mask": _choice(optimizers.WEIGHT_DECAY_MASKS),
     "momentum_decay": _number(0, math.inf),
     "dtype": _choice(("float32", "float64")),
     "param_dtype": _choice(FLOAT_DTYPES),
@@ -213,6 +221,7 @@ CHECKS = {
     "print_loss": _switch,
     "mesh": _integer(0),
     "fsdp": _switch,
+    "packed": _switch,
     "coordinator": _host_port,
     "num_processes": _integer(1),
     "process_id": _integer(0),
@@ -346,12 +355,14 @@ def _given_or_default(given: Mapping[str, Any], name: str):
 
 
 def saved_settings(args: Mapping[str, Any]) -> dict[str, Any]:
-    """``config.json``'s ``args`` as settings: renamed keys read under their new names.
+    """``config.json``'s ``args`` as settings: renamed keys read under their new names, and
+    settings added since the file was written at their ``ADDED`` value.
 
     Raises:
       ValueError: for an unknown or a missing setting.
     """
     settings = {RENAMED.get(key, key): value for key, value in args.items() if key not in DROPPED}
+    settings = ADDED | settings
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}")

@@ -23,6 +23,7 @@ DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md)
     train.py --compute-dtype bfloat16            # mixed precision
     train.py --resume runs/seed-20261125-101500 --steps 1000
     train.py --mesh 8 --fsdp                     # 8 devices, params and state sharded
+    train.py --task lm --packed                  # params and state as flat buffers
     train.py --init-from run.pt --dtype float64  # continue a PyTorch run (seed task)
 
 Exit codes: 0 done; 1 stopped early (non-finite loss or state, a failed write);
@@ -106,6 +107,12 @@ def build_parser() -> Parser:
     opt.add_argument("--eps-root", type=float, help=f"({defaults['eps_root']})")
     opt.add_argument("--weight-decay", type=float, help="default: the optimizer's")
     opt.add_argument(
+        "--weight-decay-mask",
+        choices=optimizers.WEIGHT_DECAY_MASKS,
+        help="which params weight decay applies to: all, or matrices (params of 2 or more "
+        f"axes; biases and norms not decayed) ({defaults['weight_decay_mask']})",
+    )
+    opt.add_argument(
         "--momentum-decay",
         type=float,
         help="nadam's momentum schedule psi; default: the convention's "
@@ -171,6 +178,12 @@ def build_parser() -> Parser:
         help="data parallel over N devices (0, the default: one device, no mesh)",
     )
     switch(dist, "fsdp", "with --mesh: params and optimizer state sharded too")
+    switch(
+        dist,
+        "packed",
+        "params, gradients and optimizer state as one flat buffer per dtype "
+        "(adam_jax.PackedLayout): a step of a few kernels; the same bits",
+    )
     dist.add_argument(
         "--coordinator",
         metavar="HOST:PORT",

@@ -2,7 +2,10 @@
 
 ``train_step(state, train) -> (state, metrics)`` is the whole step (batch,
 forward, backward, adam_jax update, metrics). ``make_run_chunk`` runs it in one
-jitted, donated ``lax.scan``, so the host is touched once per chunk.
+jitted, donated ``lax.scan``, so the host is touched once per chunk. With a
+``PackedLayout`` the state holds the params and the optimizer state as flat buffers and the
+loss reads ``layout.unpack`` of them; ``tree_form`` and ``packed_form`` convert a state between
+the two forms (checkpoints hold the tree form).
 """
 
 from collections.abc import Callable
@@ -15,6 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from adam_jax import PackedLayout
 from adam_jax.training import distributed
 from adam_jax.training.tasks.base import Problem
 
@@ -56,16 +60,44 @@ def init_state(
     return init(problem.params, seed, opt_state)
 
 
-def make_loss_fn(problem: Problem, loss_dtype, *, gather_params: bool = False) -> Callable:
+def tree_form(state: TrainState, layout: PackedLayout) -> TrainState:
+    """``state`` with its packed params and optimizer state unpacked to the params' tree."""
+    return state._replace(
+        params=layout.unpack(state.params), opt_state=layout.unpack_state(state.opt_state)
+    )
+
+
+def packed_form(state: TrainState, layout: PackedLayout) -> TrainState:
+    """``state`` (tree form) with its params and optimizer state packed by ``layout``."""
+    return state._replace(
+        params=layout.pack(state.params), opt_state=layout.pack_state(state.opt_state)
+    )
+
+
+def model_params(params, *, gather_params: bool = False, layout: PackedLayout | None = None):
+    """The params as the model takes them: ``layout.unpack`` of packed buffers (which
+    all-gathers a sharded layout's), or the tree all-gathered (``gather_params``, FSDP under
+    ``jax.set_mesh``), or as they are."""
+    if layout is not None:
+        return layout.unpack(params)
+    return distributed.gather(params) if gather_params else params
+
+
+def make_loss_fn(
+    problem: Problem,
+    loss_dtype,
+    *,
+    gather_params: bool = False,
+    layout: PackedLayout | None = None,
+) -> Callable:
     """``loss_fn(params, (x, y)) -> (loss, aux)``: the task's loss of the model's predictions,
     cast to ``loss_dtype``; ``gather_params`` all-gathers FSDP-sharded params first (under
-    ``jax.set_mesh``)."""
+    ``jax.set_mesh``); with ``layout``, ``params`` are its buffers and the gradient is too."""
     loss_dtype = jnp.dtype(loss_dtype)
 
     def loss_fn(params, batch):
         x, y = batch
-        if gather_params:
-            params = distributed.gather(params)
+        params = model_params(params, gather_params=gather_params, layout=layout)
         pred = nnx.merge(problem.graphdef, params)(x)
         return problem.loss(pred.astype(loss_dtype), y)
 
@@ -82,6 +114,7 @@ def make_train_step(
     epsilon_report: Callable | None = None,
     split_batch: bool = False,
     gather_params: bool = False,
+    layout: PackedLayout | None = None,
 ) -> Callable:
     """The pure step ``train_step(state, train) -> (state, metrics)``.
 
@@ -98,12 +131,17 @@ def make_train_step(
       split_batch: split each batch's rows over the mesh's ``"data"`` axis
         (data parallel; run under ``jax.set_mesh`` with Explicit axes).
       gather_params: all-gather the params where the model uses them (FSDP).
+      layout: the ``PackedLayout`` of the state's params and optimizer state, or None (a
+        tree); the loss reads ``layout.unpack`` of the buffers (which gathers a sharded
+        layout). The epsilon metric is the tree's: the same coordinates (a sharded layout's
+        state is unpacked first, for its padding), in another order only with a mask, which
+        changes no bit of the fraction below 2**24 coordinates (its float32 sum is exact).
 
     Returns:
       ``train_step``; its metrics are the scalars ``loss`` (before the update),
       ``lr`` and, with ``epsilon_report``, ``eps_dominated``.
     """
-    loss_fn = make_loss_fn(problem, loss_dtype, gather_params=gather_params)
+    loss_fn = make_loss_fn(problem, loss_dtype, gather_params=gather_params, layout=layout)
 
     def scaled_loss_fn(params, batch):
         loss, aux = loss_fn(params, batch)
@@ -127,8 +165,13 @@ def make_train_step(
         metrics = {"loss": loss, "lr": jnp.asarray(lr)}
         if epsilon_report is not None:
             # adam_jax.epsilon_report concatenates every leaf, which Explicit sharding refuses
-            # for leaves sharded differently: it reads a gathered copy under FSDP.
-            report_state = distributed.gather(opt_state) if gather_params else opt_state
+            # for leaves sharded differently: it reads a gathered copy under FSDP. A sharded
+            # layout's state is read unpacked (its padding is no coordinate); an unsharded
+            # one's buffers hold the tree's coordinates, in the tree's order without a mask.
+            if layout is not None and layout.sharding is not None:
+                report_state = layout.unpack_state(opt_state)
+            else:
+                report_state = distributed.gather(opt_state) if gather_params else opt_state
             metrics["eps_dominated"] = epsilon_report(report_state)["dominated_fraction"]
         return TrainState(state.step + 1, params, opt_state, state.data_key), metrics
 
@@ -161,19 +204,23 @@ def make_run_chunk(train_step: Callable, chunk: int) -> jax.stages.Wrapped:
 
 
 def make_evaluate(
-    problem: Problem, loss_dtype, *, gather_params: bool = False
+    problem: Problem,
+    loss_dtype,
+    *,
+    gather_params: bool = False,
+    layout: PackedLayout | None = None,
 ) -> jax.stages.Wrapped | None:
     """``evaluate(params, test) -> {"test_<name>": scalar}``, jitted, from the task's
     ``test_metrics``; ``None`` when the task has no held-out set or metrics.
-    ``gather_params``: all-gather FSDP-sharded params first."""
+    ``gather_params``: all-gather FSDP-sharded params first; ``layout``: the params are its
+    buffers."""
     if problem.test is None or problem.test_metrics is None:
         return None
     loss_dtype = jnp.dtype(loss_dtype)
 
     @jax.jit
     def evaluate(params, test):
-        if gather_params:
-            params = distributed.gather(params)
+        params = model_params(params, gather_params=gather_params, layout=layout)
         pred = nnx.merge(problem.graphdef, params)(test["x"]).astype(loss_dtype)
         return {f"test_{k}": v for k, v in problem.test_metrics(pred, test["y"]).items()}
 

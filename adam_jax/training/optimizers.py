@@ -6,7 +6,10 @@ Add an entry to ``OPTIMIZERS`` and it is a ``--optimizer`` choice.
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
+import jax
+import numpy as np
 import optax
 
 import adam_jax
@@ -25,7 +28,9 @@ HYPERPARAMETER_FLAGS = {
     "nu_dtype": "--nu-dtype",
     "convention": "--convention",
     "momentum_decay": "--momentum-decay",
+    "mask": "--weight-decay-mask",
 }
+WEIGHT_DECAY_MASKS = ("all", "matrices")  # --weight-decay-mask: which params are decayed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +53,9 @@ class OptimizerEntry:
         missing = () if self.has_epsilon else ("--eps", "--eps-root", "--convention")
         return missing + (() if self.has_momentum_decay else ("--momentum-decay",))
 
-    def kwargs(self, config, learning_rate) -> dict:
-        """The factory's keyword arguments from ``config``; unset flags keep its defaults."""
+    def kwargs(self, config, learning_rate, mask: Any = None) -> dict:
+        """The factory's keyword arguments from ``config``; unset flags keep its defaults.
+        ``mask``: the weight-decay mask (a tree of bools or a callable), None decays all."""
         kwargs = {"learning_rate": learning_rate, "b1": config.b1, "b2": config.b2}
         kwargs |= {"mu_dtype": config.mu_dtype, "nu_dtype": config.nu_dtype}
         if self.has_epsilon:
@@ -59,6 +65,8 @@ class OptimizerEntry:
             kwargs["weight_decay"] = config.weight_decay
         if self.has_momentum_decay:  # None: the convention's schedule
             kwargs["momentum_decay"] = config.momentum_decay
+        if mask is not None:
+            kwargs["mask"] = mask
         return kwargs
 
 
@@ -92,10 +100,25 @@ def learning_rate(config) -> optax.ScalarOrSchedule:
     )
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    """The optimizer of ``config.optimizer`` with the run's hyperparameters."""
+def decay_matrices(params) -> Any:
+    """``--weight-decay-mask matrices``: params of two or more axes (weights, embeddings) are
+    decayed, vectors (biases, norms) are not, as in nanoGPT."""
+    return jax.tree.map(lambda p: np.ndim(p) >= 2, params)
+
+
+def weight_decay_mask(config) -> Callable | None:
+    """The mask of ``--weight-decay-mask`` as a callable of the params; None for ``all``."""
+    return decay_matrices if config.weight_decay_mask == "matrices" else None
+
+
+def make_optimizer(config, mask: Any = None) -> optax.GradientTransformation:
+    """The optimizer of ``config.optimizer`` with the run's hyperparameters.
+
+    ``mask``: its weight-decay mask, :func:`weight_decay_mask` of the run (or the packed
+    layout's mask of it, one bool per buffer); None decays every param.
+    """
     entry = get_entry(config.optimizer)
-    return entry.factory(**entry.kwargs(config, learning_rate(config)))
+    return entry.factory(**entry.kwargs(config, learning_rate(config), mask))
 
 
 def check(config) -> None:
@@ -107,7 +130,8 @@ def check(config) -> None:
     against ``--optimizer``.
     """
     entry = get_entry(config.optimizer)
-    full = entry.kwargs(config, config.lr)
+    mask = weight_decay_mask(config)
+    full = entry.kwargs(config, config.lr, mask)
     for name, value in full.items():
         flag = HYPERPARAMETER_FLAGS["lr" if name == "learning_rate" else name]
         if value is None:
@@ -117,7 +141,7 @@ def check(config) -> None:
         except (ValueError, TypeError) as e:
             raise ConfigError(flag, str(e)) from e
     try:
-        make_optimizer(config)
+        make_optimizer(config, mask)
     except (ValueError, TypeError) as e:
         raise ConfigError("--optimizer", f"{config.optimizer}: {e}") from e
 

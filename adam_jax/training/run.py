@@ -13,15 +13,18 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from importlib import metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 import adam_jax
+from adam_jax import PackedLayout
 from adam_jax.training import checkpoint, distributed, loop, metrics, optimizers, plots
 from adam_jax.training.config import RunConfig
 from adam_jax.training.flags import PROG
@@ -87,19 +90,34 @@ def train(config: RunConfig, argv: list, *, resume: bool) -> int:
         "dtype": jnp.dtype(config.compute_dtype),
     }
     problem = task.make_problem(config, dtypes)
+    layout, mask = None, optimizers.weight_decay_mask(config)
+    if config.packed:
+        # Under --fsdp each buffer is split over the devices, and unpack gathers it.
+        sharding = None
+        if config.fsdp and mesh is not None:
+            sharding = NamedSharding(mesh, PartitionSpec(distributed.DATA_AXIS))
+        layout = PackedLayout.from_params(problem.params, mask=mask, sharding=sharding)
     if problem.start is None:
-        optimizer, opt_state = optimizers.make_optimizer(config), None
+        # A packed layout packs the mask too: one bool per buffer.
+        optimizer = optimizers.make_optimizer(config, mask if layout is None else layout.mask)
+        opt_state = None
     else:
         optimizer, opt_state = problem.start
+    if layout is not None:
+        problem = problem._replace(params=layout.pack(problem.params))
+        opt_state = None if opt_state is None else layout.pack_state(opt_state)
     state = loop.init_state(problem, optimizer, config.rng_seed, opt_state)
-    like = state
+    # Checkpoints hold the tree form: a packed run restores the tree, then packs it.
+    like = state if layout is None else loop.tree_form(state, layout)
     if mesh is not None:
-        layout = distributed.fsdp_shardings if config.fsdp else distributed.replicated_shardings
+        placement = distributed.fsdp_shardings if config.fsdp else distributed.replicated_shardings
         # The data key's two words are one key: never split.
         key_sharding = distributed.replicated_shardings(state.data_key, mesh)
-        shardings = layout(state, mesh)._replace(data_key=key_sharding)
+        shardings = placement(state, mesh)._replace(data_key=key_sharding)
         state = distributed.place(state, shardings)
-        like = distributed.checkpoint_target(state, shardings)
+        like = jax.eval_shape(lambda s: s, like)
+        tree_shardings = placement(like, mesh)._replace(data_key=key_sharding)
+        like = distributed.checkpoint_target(like, tree_shardings)
         data = (problem.train, problem.test)  # whole on every device; steps split the batch
         train_data, test = distributed.place(data, distributed.replicated_shardings(data, mesh))
         problem = problem._replace(train=train_data, test=test)
@@ -125,20 +143,27 @@ def train(config: RunConfig, argv: list, *, resume: bool) -> int:
             run_dir.release()
             raise
         state, rows, skipped = restored.state, restored.rows, restored.skipped
+        if layout is not None:
+            state = loop.packed_form(state, layout)
+            if mesh is not None:
+                state = distributed.place(state, shardings)
         for step, why in skipped.items() if primary else ():
             print(f"{PROG}: checkpoint {step} is damaged ({why}); set aside", file=sys.stderr)
         if skipped and primary:
             print(f"{PROG}: resuming from checkpoint {restored.step}", file=sys.stderr)
     try:
         with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
-            return _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primary)
+            return _run(
+                config, argv, run_dir, problem, optimizer, layout, state, rows, skipped, primary
+            )
     finally:
         run_dir.release()
 
 
-def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primary) -> int:
+def _run(config, argv, run_dir, problem, optimizer, layout, state, rows, skipped, primary) -> int:
     """The run proper, in a directory it owns: from here on, it writes (process 0 the run's
-    files; every process its part of the checkpoints)."""
+    files; every process its part of the checkpoints). ``layout``: the ``PackedLayout`` of a
+    ``--packed`` run's state, or None."""
     start = int(state.step)
     status, metrics_file = "completed", None
     try:
@@ -163,11 +188,18 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
         epsilon_report=optimizers.epsilon_report(config, optimizer),
         split_batch=config.mesh > 0,
         gather_params=config.fsdp,
+        layout=layout,
     )
     t0 = time.perf_counter()
     jitted_chunk = loop.make_run_chunk(train_step, config.log_every)
     run_chunk = jitted_chunk.lower(state, problem.train, np.int32(0)).compile()
-    jitted_evaluate = loop.make_evaluate(problem, config.dtype, gather_params=config.fsdp)
+    jitted_evaluate = loop.make_evaluate(
+        problem, config.dtype, gather_params=config.fsdp, layout=layout
+    )
+    # Checkpoints hold the params and the optimizer state as trees, packed or not.
+    saved_form = (
+        (lambda s: s) if layout is None else jax.jit(partial(loop.tree_form, layout=layout))
+    )
     evaluate = None
     if jitted_evaluate is not None:
         evaluate = jitted_evaluate.lower(state.params, problem.test).compile()
@@ -239,12 +271,12 @@ def _run(config, argv, run_dir, problem, optimizer, state, rows, skipped, primar
                 if status != "completed":
                     break
                 if step % config.ckpt_every == 0 or step == config.steps:
-                    _save(checkpoints, state, rows, save_s)
+                    _save(checkpoints, saved_form(state), rows, save_s)
             if status == "completed" and step < config.steps:  # Ctrl-C
                 status = f"interrupted at step {step}"
                 unwritten = _append(metrics_file, unwritten)
                 if checkpoints.latest_step() != step:
-                    _save(checkpoints, state, rows, save_s)
+                    _save(checkpoints, saved_form(state), rows, save_s)
         except OSError as e:
             bar.close()  # before the message, so that it stands on its own line
             own_stderr = real_stderr()

@@ -192,6 +192,24 @@ def hlo_traffic(compiled_text: str) -> dict[str, int]:
     return {"kernels": kernels, "bytes": traffic}
 
 
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def hlo_collectives(compiled_text: str) -> dict[str, dict[str, int]]:
+    """The collectives of the entry computation: kind -> ``{"count": ..., "bytes": ...}``,
+    the bytes of their results (an async ``-start`` counts as its collective)."""
+    entry = compiled_text[compiled_text.index("\nENTRY") :]
+    found: dict[str, dict[str, int]] = {}
+    for line in entry.splitlines():
+        m = _INSTR.match(line)
+        kind = m.group(3).removesuffix("-start") if m else ""
+        if kind in COLLECTIVES:
+            counts = found.setdefault(kind, {"count": 0, "bytes": 0})
+            counts["count"] += 1
+            counts["bytes"] += _shape_bytes(m.group(2))
+    return dict(sorted(found.items()))
+
+
 def transformer_shapes(width: int = 256, layers: int = 12, vocab: int = 1536, context: int = 512):
     """Parameter shapes of a GPT-like stack: about 150 arrays, 1.0e7 params at the defaults."""
     shapes = [(vocab, width), (context, width)]

@@ -106,3 +106,16 @@ def test_not_a_seed_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "argument --init-from: cannot read" in err and "'optimizer'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_continued_run_packed_is_bitwise_the_unpacked_run(torch_run, tmp_path):
+    """The converted PyTorch state packs like any other (``--packed``): the same losses and
+    the same final checkpoint (checksum of every saved array, in the tree form)."""
+    _, pt, _ = torch_run
+    flags = ["--init-from", pt, "--steps", SAVE_AT + 20, "--log-every", "10", "--quiet"]
+    for name, packed in (("tree", []), ("packed", ["--packed"])):
+        assert cli.main([*map(str, flags), *packed, "--out", str(tmp_path / name)]) == 0
+    assert metrics_rows(tmp_path / "packed") == metrics_rows(tmp_path / "tree")
+    checksum = os.path.join("checkpoints", str(SAVE_AT + 20), "checksum", "metadata")
+    sums = [json.load(open(tmp_path / name / checksum)) for name in ("tree", "packed")]
+    assert sums[0] == sums[1]
