@@ -39,7 +39,7 @@ def _flush(x):
     return np.where(np.abs(x) < SMALLEST_NORMAL, np.copysign(0.0, x), x)
 
 
-def _rows_per_block(shape, block_size):
+def rows_per_block(shape, block_size):
     """Rows shorter than a block (in 2-D or more) go k at a time: k the largest power of two
     with k * row length <= block_size. 1 otherwise."""
     if len(shape) < 2 or not 0 < shape[-1] < block_size:
@@ -50,10 +50,10 @@ def _rows_per_block(shape, block_size):
     return k
 
 
-def _blocks(shape, block_size):
+def block_layout(shape, block_size):
     """(scales' shape, [(index of the block's scale, index of its elements), ...]) for an
     array of ``shape`` (1-D or more); each block's elements are a slice of the array."""
-    k = _rows_per_block(shape, block_size)
+    k = rows_per_block(shape, block_size)
     if k > 1:
         rows = shape[-2]
         groups = range(0, rows, k)
@@ -78,7 +78,7 @@ def quantize(x, code, *, signed, block_size):
     array = _flush(x.reshape(x.shape or (1,)).astype(np.float64))
     code = np.asarray(code, np.float64)
     codes = np.zeros(array.shape, np.uint8)
-    scales_shape, blocks = _blocks(array.shape, block_size)
+    scales_shape, blocks = block_layout(array.shape, block_size)
     scales = np.zeros(scales_shape, np.float32)
     for scale_index, elements in blocks:
         values = array[elements]
@@ -96,7 +96,7 @@ def dequantize(codes, scales, code, *, block_size):
     """Returns float32 values c[code] * scale of the element's block."""
     codes = np.asarray(codes)
     array = codes.reshape(codes.shape or (1,))
-    scales_shape, blocks = _blocks(array.shape, block_size)
+    scales_shape, blocks = block_layout(array.shape, block_size)
     scales = np.asarray(scales, np.float64).reshape(scales_shape)
     values = np.zeros(array.shape, np.float64)
     for scale_index, elements in blocks:
