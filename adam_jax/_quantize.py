@@ -157,35 +157,46 @@ def scales_shape(shape: tuple[int, ...], block_size: int) -> tuple[int, ...]:
     return (*shape[:-1], -(-shape[-1] // block_size))
 
 
-def _block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple, tuple]:
+def _block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple, tuple, tuple]:
     """An array of ``shape`` (1-D or more) grown to whole blocks, and that viewed as blocks.
 
-    Returns ``(padded, blocked)``: ``shape`` with a row's tail, or a matrix's last group
-    of rows, padded to a whole block; and ``padded`` reshaped to
-    ``(..., blocks, elements per block)``.
+    Returns ``(padded, split, blocked)``: ``shape`` with a row's tail, or a matrix's last
+    group of rows, padded to a whole block; ``padded`` with the blocks' axis split off
+    (short rows: ``(..., groups, k, n)``); and ``(..., blocks, elements per block)``.
+    Reshaping through ``split`` moves no sharded axis, which JAX's explicit sharding
+    can follow (one reshape from ``(m, n)`` to ``(m / k, k n)`` it refuses).
     """
     k = rows_per_block(shape, block_size)
     if k > 1:
-        groups = -(-shape[-2] // k)
-        return (*shape[:-2], groups * k, shape[-1]), (*shape[:-2], groups, k * shape[-1])
+        *lead, rows, n = shape
+        groups = -(-rows // k)
+        return (*lead, groups * k, n), (*lead, groups, k, n), (*lead, groups, k * n)
     length = min(shape[-1], block_size) or block_size
     blocks = -(-shape[-1] // length)
-    return (*shape[:-1], blocks * length), (*shape[:-1], blocks, length)
+    blocked = (*shape[:-1], blocks, length)
+    return (*shape[:-1], blocks * length), blocked, blocked
 
 
 def _to_blocks(x: jax.Array, block_size: int) -> jax.Array:
     """``x`` (1-D or more) as ``(..., blocks, elements per block)``, zero-padded (zeros change
     no block's max)."""
-    padded, blocked = _block_layout(x.shape, block_size)
+    padded, split, blocked = _block_layout(x.shape, block_size)
     if padded != x.shape:
         x = jnp.pad(x, [(0, whole - length) for whole, length in zip(padded, x.shape, strict=True)])
-    return x.reshape(blocked)
+    return x.reshape(split).reshape(blocked)
 
 
 def _from_blocks(blocks: jax.Array, shape: tuple[int, ...], block_size: int) -> jax.Array:
     """The array of ``shape`` that ``_to_blocks`` made ``blocks`` of: the padding dropped."""
-    padded = blocks.reshape(_block_layout(shape, block_size)[0])
-    return padded if padded.shape == shape else lax.slice(padded, (0,) * len(shape), shape)
+    padded, split, _ = _block_layout(shape, block_size)
+    whole = blocks.reshape(split).reshape(padded)
+    return whole if padded == shape else lax.slice(whole, (0,) * len(shape), shape)
+
+
+def _look_up(table: np.ndarray, indices: jax.Array) -> jax.Array:
+    """``table[indices]``, sharded like ``indices`` (JAX's explicit sharding cannot infer it
+    for a constant table)."""
+    return jnp.asarray(table).at[indices].get(out_sharding=jax.typeof(indices).sharding)
 
 
 def _linspace_float32(start: float, stop: float, num: int) -> np.ndarray:
@@ -303,8 +314,8 @@ def _quantize(x: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
     prefix = lax.shift_right_logical(
         lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
     )
-    first = jnp.asarray(first_code)[prefix.astype(jnp.int32)]
-    above = jnp.asarray(thresholds)[first.astype(jnp.int32)] < normalized
+    first = _look_up(first_code, prefix.astype(jnp.int32))
+    above = _look_up(thresholds, first.astype(jnp.int32)) < normalized
     codes = _from_blocks(first + above.astype(jnp.uint8), x.shape or (1,), block_size)
     return QuantizedArray(codes.reshape(x.shape), scales.reshape(scales_shape(x.shape, block_size)))
 
@@ -314,7 +325,7 @@ def _dequantize(codes: jax.Array, scales: jax.Array, signed: bool, block_size: i
     shape = codes.shape or (1,)
     blocks = _to_blocks(codes.reshape(shape), block_size)
     per_block = scales.reshape(blocks.shape[:-1] + (1,))
-    values = jnp.asarray(_dynamic_map(signed))[blocks.astype(jnp.int32)] * per_block
+    values = _look_up(_dynamic_map(signed), blocks.astype(jnp.int32)) * per_block
     return _from_blocks(_flush_subnormals(values), shape, block_size).reshape(codes.shape)
 
 
