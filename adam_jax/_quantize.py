@@ -19,7 +19,9 @@ matrix of the leading axes, nor, with long rows, a row: codes and scales follow 
 array's sharding along every axis but the last two with no communication; along
 the second-to-last axis too when rows are long, or when each shard holds a multiple
 of ``k`` rows (why ``k`` is a power of two: shards of ``2**j`` rows take whole
-blocks); along the last axis when a shard holds whole blocks.
+blocks); along the last axis when a shard holds whole blocks. A sharding by
+explicit mesh axes that would cut a block is refused with the reason; under Auto
+axes XLA lays such blocks out itself, communicating.
 
 The quantizer, exactly (the float64 NumPy model in ``tests/quantize_reference.py``
 follows these rules and agrees bit for bit):
@@ -45,6 +47,7 @@ Negative zero quantizes to the code of 0 and comes back as +0.
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -177,9 +180,37 @@ def _block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple, tuple
     return (*shape[:-1], blocks * length), blocked, blocked
 
 
+def _check_blocks_fit_explicit_shards(x: jax.Array, block_size: int) -> None:
+    """Raises if explicit mesh axes cut a block: every shard must hold whole blocks. Auto
+    axes are XLA's to lay out (with collectives where blocks cross shards)."""
+    k = rows_per_block(x.shape, block_size)
+    length = _block_layout(x.shape, block_size)[2][-1]
+    if k > 1:
+        blocks = f"{k} whole rows of {x.shape[-1]}"
+        per_shard = {x.ndim - 2: k, x.ndim - 1: x.shape[-1]}  # rows; the last axis unsharded
+    else:
+        blocks = f"{length} elements of a row"
+        per_shard = {x.ndim - 1: length}
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * x.ndim
+    for axis, multiple in per_shard.items():
+        names = spec[axis] or ()
+        names = (names,) if isinstance(names, str) else tuple(names)
+        shards = math.prod(sharding.mesh.shape[name] for name in names)
+        if shards > 1 and (x.shape[axis] // shards) % multiple:
+            raise ValueError(
+                f"quantized state of a param of shape {x.shape} sharded {shards} ways along "
+                f"axis {axis} by explicit mesh axes {names!r}: its blocks of {blocks} "
+                f"(block_size={block_size}) would cross shards, which need a multiple of "
+                f"{multiple} along axis {axis} each. Shard it so, use Auto mesh axes (XLA then "
+                "communicates), or keep its moments in float32 (a larger min_size)."
+            )
+
+
 def _to_blocks(x: jax.Array, block_size: int) -> jax.Array:
     """``x`` (1-D or more) as ``(..., blocks, elements per block)``, zero-padded (zeros change
     no block's max)."""
+    _check_blocks_fit_explicit_shards(x, block_size)
     padded, split, blocked = _block_layout(x.shape, block_size)
     if padded != x.shape:
         x = jnp.pad(x, [(0, whole - length) for whole, length in zip(padded, x.shape, strict=True)])

@@ -7,8 +7,10 @@ when JAX starts). Params sharded along axis 0 with rows of 128 (two to a block o
 blocks a row) and a stack of matrices; Adam and AMSGrad; Auto and Explicit axes.
 For each: the jitted step's compiled HLO holds no collective, the codes keep the
 param's sharding, the scales are sharded along axis 0 too, and two steps give the
-unsharded run's codes and scales bit for bit. Prints one JSON object: the number of
-checks, every failure, and the collectives seen.
+unsharded run's codes and scales bit for bit. Where a shard would cut a block
+(65 rows a shard for blocks of 16 rows; rows of 128 split across columns), Explicit
+axes refuse with the reason and Auto axes quantize as unsharded. Prints one JSON
+object: the number of checks, every failure, and the collectives seen.
 """
 
 import json
@@ -23,6 +25,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import adam_jax
+from adam_jax._quantize import QuantizedArray, quantize
 
 SHAPES = {"rows of 128": (256, 128), "rows of 80": (256, 80), "rows of 1024": (64, 1024)}
 STACK = {"stack of matrices": (8, 64, 128)}
@@ -114,6 +117,33 @@ def run_case(axis_type, amsgrad: bool, block_size: int) -> None:
         )
 
 
+def check_blocks_that_would_cross_shards() -> None:
+    """Explicit axes that cut a block are refused with the reason; Auto axes let XLA
+    communicate, with the unsharded result."""
+    for axis_type in (AxisType.Explicit, AxisType.Auto):
+        mesh = jax.make_mesh((8,), ("data",), axis_types=(axis_type,))
+        # 65 rows a shard for blocks of 16 rows of 16; rows of 128 cut across columns.
+        for shape, spec in (((520, 16), P("data")), ((64, 128), P(None, "data"))):
+            case = f"{axis_type.name} {shape} {spec}"
+            x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+            with jax.set_mesh(mesh):
+                sharded = jax.device_put(jnp.asarray(x), NamedSharding(mesh, spec))
+                tx = adam_jax.adam(1e-2, quantized_state=adam_jax.BlockQuantization())
+                try:
+                    state = tx.init({"w": sharded})
+                except ValueError as e:
+                    refused = "would cross shards" in str(e) and str(shape) in str(e)
+                    check(case, "refused with the reason", axis_type == AxisType.Explicit, str(e))
+                    check(case, "the error names the shape and the reason", refused, str(e))
+                    continue
+                check(case, "Auto axes quantize", axis_type == AxisType.Auto, "not refused")
+                check(case, "Auto: quantized", isinstance(state[0].mu["w"], QuantizedArray))
+                got = jax.jit(lambda x: quantize(x, signed=True, block_size=256))(sharded)
+            want = quantize(jnp.asarray(x), signed=True, block_size=256)
+            check(case, "codes = unsharded", np.array_equal(got.codes, want.codes))
+            check(case, "scales = unsharded", np.array_equal(got.scales, want.scales))
+
+
 def main() -> None:
     if len(jax.devices()) != 8:
         sys.exit(f"needs XLA_FLAGS=--xla_force_host_platform_device_count=8, got {jax.devices()}")
@@ -125,6 +155,7 @@ def main() -> None:
                 except Exception as e:  # one failing case must not hide the others
                     case = f"{axis_type.name} amsgrad={amsgrad} block_size={block_size}"
                     check(case, "raised", False, f"{type(e).__name__}: {e}"[:500])
+    check_blocks_that_would_cross_shards()
     summary = {"checks": checks, "failures": failures, "collectives": collectives_seen}
     json.dump(summary, sys.stdout)
 
