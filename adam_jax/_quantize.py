@@ -78,9 +78,9 @@ class BlockQuantization:
     """How an optimizer stores its moments in 8 bits: ``quantized_state=`` of the factories.
 
     Every real float moment leaf of at least ``min_size`` elements is kept as a
-    :class:`QuantizedArray` (uint8 codes, one float32 scale per block of at most
-    ``block_size`` elements: along a row, or whole rows when rows are shorter; see
-    :func:`quantize`): the first moment with the signed dynamic map, the
+    :class:`QuantizedArray` (uint8 codes, one float32 scale per block: ``block_size``
+    consecutive elements of a row, or, where rows are shorter, as many whole rows of
+    a matrix as fit, a power of two): the first moment with the signed dynamic map, the
     second moment and AMSGrad's maximum with the unsigned one. Smaller leaves (and
     complex ones) keep float32 moments, as bitsandbytes does below 4096 elements:
     their scales would cost more than the codes save, and biases and norms are
