@@ -246,6 +246,25 @@ def test_a_nonfinite_value_makes_its_whole_block_nan(signed, bad):
     assert np.all(np.isfinite(values[0, :32])) and np.all(np.isfinite(values[0, 64:]))
 
 
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_short_rows_blocks_keep_the_rules_of_the_paper_left_open(signed, bad):
+    """Rows of 24, blocks of 64: rows 0-1, 2-3, 4-5 and 6 are the blocks."""
+    x = np.float32(np.random.default_rng(4).random((7, 24)) + 0.5)
+    x[0, 3], x[1, 20] = 1e-40, -0.0 if signed else 0.0  # a subnormal, a negative zero
+    x[3, 5] = bad  # poisons rows 2 and 3
+    x[4:6] = 0.0  # an all-zero block
+    x[6, :] = -0.0 if signed else 0.0
+    x[6, 7] = 2.0  # the last block: one row
+    q, values = _assert_matches_reference(x, signed=signed, block_size=64)
+    scales = np.asarray(q.scales)
+    assert scales.shape == (4, 1) and np.isnan(scales[:, 0]).tolist() == [0, 1, 0, 0]
+    assert np.all(np.isnan(values[2:4])) and np.all(np.isfinite(values[[0, 1, 4, 5, 6]]))
+    assert values[0, 3] == 0 and values[1, 20].view(np.uint32) == 0  # flushed; +0
+    assert np.all(values[4:6].view(np.uint32) == 0) and scales[2, 0] == 0.0
+    assert scales[3, 0] == 2.0 and values[6, 7] == 2.0 and np.sum(values[6] != 0) == 1
+
+
 def test_unsigned_negative_raises_when_concrete_and_poisons_its_block_under_jit():
     x = jnp.tile(jnp.asarray([[0.5, 0.25, -0.0]]), (16, 1)).at[2, 1].set(-0.25)
     with pytest.raises(ValueError, match=r"signed=False.*-0\.25"):
