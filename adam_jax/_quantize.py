@@ -1,12 +1,27 @@
 """Block-wise 8-bit quantization with the dynamic code maps of Dettmers et al. (2022).
 
-An array is cut into blocks of ``block_size`` consecutive elements along its last
-axis (a row shorter than a block, or a row's tail, is a shorter block; a 0-d array
-is one block of 1). Each block keeps one float32 scale, its absolute maximum
-``N``, and each element one uint8 code: the index of the code-map value nearest to
-``x / N``. Blocks never cross rows, so codes and scales follow the array's sharding
-along every axis but the last (and along the last too, when a shard holds whole
-blocks): quantizing needs no communication.
+An array is cut into blocks of at most ``block_size`` elements, each keeping one
+float32 scale, its absolute maximum ``N``, and each element one uint8 code: the
+index of the code-map value nearest to ``x / N``. The blocks, for an array whose
+rows (its last axis) have ``n`` elements:
+
+- Long rows, ``n >= block_size``: ``block_size`` consecutive elements of a row (a
+  row's tail is a shorter block). The scales have shape
+  ``(*shape[:-1], ceil(n / block_size))``.
+- Short rows, ``0 < n < block_size``, of an array of two or more dimensions: ``k``
+  whole consecutive rows of one matrix (the second-to-last axis, of length ``m``),
+  ``k`` the largest power of two with ``k * n <= block_size``; a matrix's last block
+  may hold fewer rows. The scales have shape ``(*shape[:-2], ceil(m / k), 1)``.
+- A 1-D array is one row; a 0-d array is one block of 1, with scales of shape ``()``.
+
+The scales keep the codes' rank (:func:`scales_shape`). A block never crosses a
+matrix of the leading axes, nor, with long rows, a row: codes and scales follow the
+array's sharding along every axis but the last two with no communication; along
+the second-to-last axis too when rows are long, or when each shard holds a multiple
+of ``k`` rows (why ``k`` is a power of two: shards of ``2**j`` rows take whole
+blocks); along the last axis when a shard holds whole blocks. A sharding by
+explicit mesh axes that would cut a block is refused with the reason; under Auto
+axes XLA lays such blocks out itself, communicating.
 
 The quantizer, exactly (the float64 NumPy model in ``tests/quantize_reference.py``
 follows these rules and agrees bit for bit):
@@ -17,13 +32,13 @@ follows these rules and agrees bit for bit):
 2. ``N = max |x|`` over the block. A block holding a NaN or an infinity (or, for
    the unsigned map, a negative value) gets ``N = NaN``: every element of that
    block then dequantizes to NaN, so a NaN cannot hide inside a block.
-3. ``n = x / N``, one float32 division (``x`` itself where ``N = 0``, so an
+3. ``y = x / N``, one float32 division (``x`` itself where ``N = 0``, so an
    all-zero block has no ``0 / 0``).
 4. The code is the index of the nearest value of the sorted code map ``c``; a value
    exactly halfway between two codes takes the lower one. Equivalently the code
-   is the number of thresholds ``t_j < n``, where ``t_j`` is the exact midpoint
+   is the number of thresholds ``t_j < y``, where ``t_j`` is the exact midpoint
    ``(c_j + c_{j+1}) / 2`` rounded down to float32 (so the float32 comparison is
-   exact). A NaN ``n`` gets code 0.
+   exact). A NaN ``y`` gets code 0.
 5. Dequantization is ``c[code] * N`` in float32, with results below ``2**-126``
    in magnitude flushed to zeros of their sign, as in step 1.
 
@@ -32,6 +47,7 @@ Negative zero quantizes to the code of 0 and comes back as +0.
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -62,16 +78,20 @@ class BlockQuantization:
     """How an optimizer stores its moments in 8 bits: ``quantized_state=`` of the factories.
 
     Every real float moment leaf of at least ``min_size`` elements is kept as a
-    :class:`adam_jax.QuantizedArray` (uint8 codes, one float32 scale per ``block_size``
-    elements of the last axis): the first moment with the signed dynamic map, the
+    :class:`adam_jax.QuantizedArray` (uint8 codes, one float32 scale per block: ``block_size``
+    consecutive elements of a row, or, where rows are shorter, as many whole rows of
+    a matrix as fit, a power of two): the first moment with the signed dynamic map, the
     second moment and AMSGrad's maximum with the unsigned one. Smaller leaves (and
     complex ones) keep float32 moments, as bitsandbytes does below 4096 elements:
     their scales would cost more than the codes save, and biases and norms are
     where 8 bits hurt most.
 
     Attributes:
-      block_size: elements per block, a power of two >= 32. Smaller blocks follow
-        outliers more closely and cost ``8 / block_size`` bytes per param of scales.
+      block_size: the most elements per block, a power of two >= 32. Smaller blocks
+        follow outliers more closely and cost more scales: ``4 / block_size`` bytes per
+        param and quantized moment for full blocks, under twice that for any layout
+        (a block holds more than ``block_size / 2`` elements, except at a row's or a
+        matrix's end).
       min_size: leaves with fewer elements keep float32 moments; an int >= 0.
 
     References:
@@ -111,14 +131,103 @@ def check_block_size(block_size) -> None:
         )
 
 
-def scales_shape(shape: tuple[int, ...], block_size: int) -> tuple[int, ...]:
-    """The shape of the scales of an array of ``shape``: ``(*shape[:-1], blocks)``.
+def rows_per_block(shape: tuple[int, ...], block_size: int) -> int:
+    """How many whole rows a block of an array of ``shape`` holds; 1 when rows are long.
 
-    ``blocks = ceil(shape[-1] / block_size)``; a 0-d array has one scale, of shape ``()``.
+    For rows of ``0 < n < block_size`` elements in an array of two or more
+    dimensions: the largest power of two ``k`` with ``k * n <= block_size``.
+    Otherwise 1 (blocks run along the row).
+    """
+    n = shape[-1] if shape else 1
+    if len(shape) < 2 or not 0 < n < block_size:
+        return 1
+    return 1 << ((block_size // n).bit_length() - 1)
+
+
+def scales_shape(shape: tuple[int, ...], block_size: int) -> tuple[int, ...]:
+    """The shape of the scales of an array of ``shape``; it has the same rank.
+
+    Long rows (``shape[-1] >= block_size``, and 1-D arrays):
+    ``(*shape[:-1], ceil(shape[-1] / block_size))``. Short rows, grouped ``k`` at a
+    time (:func:`rows_per_block`): ``(*shape[:-2], ceil(shape[-2] / k), 1)``. A 0-d
+    array has one scale, of shape ``()``.
     """
     if not shape:
         return ()
+    k = rows_per_block(shape, block_size)
+    if k > 1:
+        return (*shape[:-2], -(-shape[-2] // k), 1)
     return (*shape[:-1], -(-shape[-1] // block_size))
+
+
+def _block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple, tuple, tuple]:
+    """An array of ``shape`` (1-D or more) grown to whole blocks, and that viewed as blocks.
+
+    Returns ``(padded, split, blocked)``: ``shape`` with a row's tail, or a matrix's last
+    group of rows, padded to a whole block; ``padded`` with the blocks' axis split off
+    (short rows: ``(..., groups, k, n)``); and ``(..., blocks, elements per block)``.
+    Reshaping through ``split`` moves no sharded axis, which JAX's explicit sharding
+    can follow (one reshape from ``(m, n)`` to ``(m / k, k n)`` it refuses).
+    """
+    k = rows_per_block(shape, block_size)
+    if k > 1:
+        *lead, rows, n = shape
+        groups = -(-rows // k)
+        return (*lead, groups * k, n), (*lead, groups, k, n), (*lead, groups, k * n)
+    length = min(shape[-1], block_size) or block_size
+    blocks = -(-shape[-1] // length)
+    blocked = (*shape[:-1], blocks, length)
+    return (*shape[:-1], blocks * length), blocked, blocked
+
+
+def _check_blocks_fit_explicit_shards(x: jax.Array, block_size: int) -> None:
+    """Raises if explicit mesh axes cut a block: every shard must hold whole blocks. Auto
+    axes are XLA's to lay out (with collectives where blocks cross shards)."""
+    k = rows_per_block(x.shape, block_size)
+    length = _block_layout(x.shape, block_size)[2][-1]
+    if k > 1:
+        blocks = f"{k} whole rows of {x.shape[-1]}"
+        per_shard = {x.ndim - 2: k, x.ndim - 1: x.shape[-1]}  # rows; the last axis unsharded
+    else:
+        blocks = f"{length} elements of a row"
+        per_shard = {x.ndim - 1: length}
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * x.ndim
+    for axis, multiple in per_shard.items():
+        names = spec[axis] or ()
+        names = (names,) if isinstance(names, str) else tuple(names)
+        shards = math.prod(sharding.mesh.shape[name] for name in names)
+        if shards > 1 and (x.shape[axis] // shards) % multiple:
+            raise ValueError(
+                f"quantized state of a param of shape {x.shape} sharded {shards} ways along "
+                f"axis {axis} by explicit mesh axes {names!r}: its blocks of {blocks} "
+                f"(block_size={block_size}) would cross shards, which need a multiple of "
+                f"{multiple} along axis {axis} each. Shard it so, use Auto mesh axes (XLA then "
+                "communicates), or keep its moments in float32 (a larger min_size)."
+            )
+
+
+def _to_blocks(x: jax.Array, block_size: int) -> jax.Array:
+    """``x`` (1-D or more) as ``(..., blocks, elements per block)``, zero-padded (zeros change
+    no block's max)."""
+    _check_blocks_fit_explicit_shards(x, block_size)
+    padded, split, blocked = _block_layout(x.shape, block_size)
+    if padded != x.shape:
+        x = jnp.pad(x, [(0, whole - length) for whole, length in zip(padded, x.shape, strict=True)])
+    return x.reshape(split).reshape(blocked)
+
+
+def _from_blocks(blocks: jax.Array, shape: tuple[int, ...], block_size: int) -> jax.Array:
+    """The array of ``shape`` that ``_to_blocks`` made ``blocks`` of: the padding dropped."""
+    padded, split, _ = _block_layout(shape, block_size)
+    whole = blocks.reshape(split).reshape(padded)
+    return whole if padded == shape else lax.slice(whole, (0,) * len(shape), shape)
+
+
+def _look_up(table: np.ndarray, indices: jax.Array) -> jax.Array:
+    """``table[indices]``, sharded like ``indices`` (JAX's explicit sharding cannot infer it
+    for a constant table)."""
+    return jnp.asarray(table).at[indices].get(out_sharding=jax.typeof(indices).sharding)
 
 
 def _linspace_float32(start: float, stop: float, num: int) -> np.ndarray:
@@ -196,8 +305,8 @@ def _lookup_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
     For every value of the top 16 bits of a float32 (sign, exponent, 7 fraction
     bits), ``first_code`` holds the code of the smallest float32 with that prefix.
     No prefix spans two thresholds of either map (the closest thresholds are 7%
-    apart, a prefix spans 0.8%), so the code of ``n`` is
-    ``first_code + (threshold[first_code] < n)``: two table reads instead of a
+    apart, a prefix spans 0.8%), so the code of ``y`` is
+    ``first_code + (threshold[first_code] < y)``: two table reads instead of a
     search. Prefixes of infinities and NaNs map to code 0.
     """
     code = _dynamic_map(signed).astype(np.float64)
@@ -217,55 +326,38 @@ def _flush_subnormals(x: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(x) < _SMALLEST_NORMAL, jnp.copysign(jnp.float32(0), x), x)
 
 
-def _repeat_per_element(scales: jax.Array, block_size: int, length: int) -> jax.Array:
-    """Each block's scale repeated over its elements: ``(..., blocks) -> (..., length)``."""
-    return jnp.repeat(scales, block_size, axis=-1)[..., :length]
-
-
-def _block_max(magnitudes: jax.Array, block_size: int) -> jax.Array:
-    """The max over each block of the last axis: ``(..., length) -> (..., blocks)``."""
-    length = magnitudes.shape[-1]
-    if 0 < length < block_size:
-        return jnp.max(magnitudes, axis=-1, keepdims=True)
-    blocks = -(-length // block_size)
-    padding = [(0, 0)] * (magnitudes.ndim - 1) + [(0, blocks * block_size - length)]
-    padded = jnp.pad(magnitudes, padding)  # zeros never change a max of magnitudes
-    return jnp.max(padded.reshape(*magnitudes.shape[:-1], blocks, block_size), axis=-1)
-
-
 @functools.partial(jax.jit, static_argnames=("signed", "block_size"))
 def _quantize(x: jax.Array, signed: bool, block_size: int) -> QuantizedArray:
     thresholds, first_code = _lookup_tables(signed)
-    rows = _flush_subnormals(x.astype(jnp.float32).reshape(x.shape or (1,)))
+    blocks = _to_blocks(x.astype(jnp.float32).reshape(x.shape or (1,)), block_size)
+    blocks = _flush_subnormals(blocks)
     # NaN (and, unsigned, a negative value) enters the max as +inf: XLA's CPU max does not
     # reliably propagate NaN. A block whose max is +inf gets the scale NaN.
-    poisoned = jnp.isnan(rows) if signed else jnp.isnan(rows) | (rows < 0)
-    magnitudes = jnp.where(poisoned, jnp.float32(jnp.inf), jnp.abs(rows))
-    absmax = _block_max(magnitudes, block_size)
+    poisoned = jnp.isnan(blocks) if signed else jnp.isnan(blocks) | (blocks < 0)
+    magnitudes = jnp.where(poisoned, jnp.float32(jnp.inf), jnp.abs(blocks))
+    absmax = jnp.max(magnitudes, axis=-1, keepdims=True)
     scales = jnp.where(absmax <= _FLOAT32_MAX, absmax, jnp.float32(jnp.nan))
     divisors = jnp.where(scales == 0, jnp.float32(1), scales)
     # The divisor depends on x (0 * x is 0, or NaN in blocks already NaN): divided by a
     # broadcast, XLA's CPU backend multiplies by a rounded reciprocal instead, which is
     # not x / N (and is 0 for N > 2**126).
-    divisors = _repeat_per_element(divisors, block_size, rows.shape[-1]) + 0 * rows
-    normalized = rows / divisors
+    normalized = blocks / (divisors + 0 * blocks)
     prefix = lax.shift_right_logical(
         lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
     )
-    first = jnp.asarray(first_code)[prefix.astype(jnp.int32)]
-    above = jnp.asarray(thresholds)[first.astype(jnp.int32)] < normalized
-    codes = first + above.astype(jnp.uint8)
+    first = _look_up(first_code, prefix.astype(jnp.int32))
+    above = _look_up(thresholds, first.astype(jnp.int32)) < normalized
+    codes = _from_blocks(first + above.astype(jnp.uint8), x.shape or (1,), block_size)
     return QuantizedArray(codes.reshape(x.shape), scales.reshape(scales_shape(x.shape, block_size)))
 
 
 @functools.partial(jax.jit, static_argnames=("signed", "block_size"))
 def _dequantize(codes: jax.Array, scales: jax.Array, signed: bool, block_size: int) -> jax.Array:
-    rows = codes.reshape(codes.shape or (1,))
-    per_element = _repeat_per_element(
-        scales.reshape(rows.shape[:-1] + (-1,)), block_size, rows.shape[-1]
-    )
-    values = jnp.asarray(_dynamic_map(signed))[rows.astype(jnp.int32)] * per_element
-    return _flush_subnormals(values).reshape(codes.shape)
+    shape = codes.shape or (1,)
+    blocks = _to_blocks(codes.reshape(shape), block_size)
+    per_block = scales.reshape(blocks.shape[:-1] + (1,))
+    values = _look_up(_dynamic_map(signed), blocks.astype(jnp.int32)) * per_block
+    return _from_blocks(_flush_subnormals(values), shape, block_size).reshape(codes.shape)
 
 
 def _check_signed(signed) -> None:
@@ -276,8 +368,9 @@ def _check_signed(signed) -> None:
 def quantize(x: jax.typing.ArrayLike, *, signed: bool, block_size: int) -> QuantizedArray:
     r"""Block-wise 8-bit quantization of ``x`` with the dynamic code map.
 
-    For each block :math:`b` (``block_size`` consecutive elements of the last axis)
-    with absolute maximum :math:`N_b`, and the code map :math:`c` of ``code_map(signed)``:
+    For each block :math:`b` (``block_size`` consecutive elements of a row, or whole
+    rows of a matrix when its rows are shorter: the module docstring's layout) with
+    absolute maximum :math:`N_b`, and the code map :math:`c` of ``code_map(signed)``:
 
     .. math::
 
@@ -296,7 +389,7 @@ def quantize(x: jax.typing.ArrayLike, *, signed: bool, block_size: int) -> Quant
         ([0, 1], second moments and AMSGrad's maximum). With ``signed=False`` a
         negative value raises ``ValueError`` when ``x`` is concrete; under ``jit`` it
         turns its block's scale into NaN.
-      block_size: elements per block along the last axis, a power of two >= 32.
+      block_size: the most elements per block, a power of two >= 32.
 
     Returns:
       A :class:`QuantizedArray`: uint8 ``codes`` of ``x.shape`` and float32 ``scales``
@@ -311,13 +404,13 @@ def quantize(x: jax.typing.ArrayLike, *, signed: bool, block_size: int) -> Quant
       >>> import jax.numpy as jnp, numpy as np
       >>> from adam_jax._quantize import quantize, dequantize
       >>> x = jnp.array([[0.5, -1.0, 3e-3, 0.0], [2.0, 0.0, 0.0, 0.0]])
-      >>> q = quantize(x, signed=True, block_size=32)
+      >>> q = quantize(x, signed=True, block_size=32)  # rows of 4: 8 rows to a block
       >>> q.codes.dtype, q.codes.shape, q.scales.tolist()
-      (dtype('uint8'), (2, 4), [[1.0], [2.0]])
+      (dtype('uint8'), (2, 4), [[2.0]])
       >>> np.asarray(dequantize(q, signed=True, block_size=32), float).round(5).tolist()
-      [[0.50078, -0.99297, 0.00297, 0.0], [2.0, 0.0, 0.0, 0.0]]
-
-      -1.0 comes back as -0.99297: the signed map has 1.0 but not -1.0.
+      [[0.49531, -1.00156, 0.00256, 0.0], [2.0, 0.0, 0.0, 0.0]]
+      >>> quantize(jnp.ones((3, 100)), signed=True, block_size=32).scales.shape  # long rows
+      (3, 4)
 
     References:
       Dettmers et al, `8-bit Optimizers via Block-wise Quantization
@@ -387,6 +480,6 @@ def dequantize(q: QuantizedArray, *, signed: bool, block_size: int) -> jax.Array
         raise ValueError(
             f"scales of shape {scales.shape} do not fit codes of shape {codes.shape} in blocks "
             f"of block_size={block_size}, which need {expected}; was it quantized with another "
-            "block_size?"
+            "block_size, or in another layout (one scale per row shorter than a block)?"
         )
     return _dequantize(codes, scales, signed, int(block_size))

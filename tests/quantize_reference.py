@@ -6,7 +6,10 @@ dequantization is c[index] * N. The model adds the rules adam_jax states for the
 cases the paper leaves open (documented in adam_jax/_quantize.py): subnormal float32
 inputs and outputs count as zeros of their sign, a block with a NaN, an infinity or
 (unsigned) a negative value has scale NaN, ties go to the lower code, and a NaN
-normalized value has code 0. Arithmetic is float64, rounded to float32 where the
+normalized value has code 0; and which elements share a block: ``block_size``
+consecutive elements of a row when rows have at least ``block_size`` elements, else
+the largest power-of-two number of whole rows of one matrix that fits in
+``block_size`` elements. Arithmetic is float64, rounded to float32 where the
 definition rounds (x / N and c * N are each one correctly rounded float32 operation,
 which a float64 operation on float32 operands followed by one rounding reproduces).
 """
@@ -36,36 +39,66 @@ def _flush(x):
     return np.where(np.abs(x) < SMALLEST_NORMAL, np.copysign(0.0, x), x)
 
 
-def _blocks(length, block_size):
-    return [slice(start, min(start + block_size, length)) for start in range(0, length, block_size)]
+def rows_per_block(shape, block_size):
+    """Rows shorter than a block (in 2-D or more) go k at a time: k the largest power of two
+    with k * row length <= block_size. 1 otherwise."""
+    if len(shape) < 2 or not 0 < shape[-1] < block_size:
+        return 1
+    k = 1
+    while 2 * k * shape[-1] <= block_size:
+        k *= 2
+    return k
+
+
+def block_layout(shape, block_size):
+    """(scales' shape, [(index of the block's scale, index of its elements), ...]) for an
+    array of ``shape`` (1-D or more); each block's elements are a slice of the array."""
+    k = rows_per_block(shape, block_size)
+    if k > 1:
+        rows = shape[-2]
+        groups = range(0, rows, k)
+        blocks = [
+            ((*lead, g, 0), (*lead, slice(start, start + k), slice(None)))
+            for lead in np.ndindex(shape[:-2])
+            for g, start in enumerate(groups)
+        ]
+        return (*shape[:-2], len(groups), 1), blocks
+    starts = range(0, shape[-1], block_size)
+    blocks = [
+        ((*lead, b), (*lead, slice(start, start + block_size)))
+        for lead in np.ndindex(shape[:-1])
+        for b, start in enumerate(starts)
+    ]
+    return (*shape[:-1], len(starts)), blocks
 
 
 def quantize(x, code, *, signed, block_size):
-    """Returns (codes uint8 of x's shape, scales float32 of (*shape[:-1], blocks))."""
+    """Returns (codes uint8 of x's shape, scales float32 of one value per block)."""
     x = np.asarray(x, np.float32)
-    rows = _flush(x.reshape(x.shape or (1,)).astype(np.float64))
+    array = _flush(x.reshape(x.shape or (1,)).astype(np.float64))
     code = np.asarray(code, np.float64)
-    codes = np.zeros(rows.shape, np.uint8)
-    blocks = _blocks(rows.shape[-1], block_size)
-    scales = np.zeros((*rows.shape[:-1], len(blocks)), np.float32)
-    for index in np.ndindex(rows.shape[:-1]):
-        for b, block in enumerate(blocks):
-            values = rows[index][block]
-            poisoned = ~np.all(np.isfinite(values)) or (not signed and np.any(values < 0))
-            scale = np.nan if poisoned else np.max(np.abs(values))
-            scales[index][b] = scale
-            normalized = np.float32(values / (scale if scale != 0 else 1.0)).astype(np.float64)
-            # argmin takes the first of equal distances (the lower code), and 0 for NaN;
-            # the distances are exact wherever two of them are close to equal.
-            codes[index][block] = np.argmin(np.abs(normalized[:, None] - code), axis=1)
+    codes = np.zeros(array.shape, np.uint8)
+    scales_shape, blocks = block_layout(array.shape, block_size)
+    scales = np.zeros(scales_shape, np.float32)
+    for scale_index, elements in blocks:
+        values = array[elements]
+        poisoned = ~np.all(np.isfinite(values)) or (not signed and np.any(values < 0))
+        scale = np.nan if poisoned else np.max(np.abs(values))
+        scales[scale_index] = scale
+        normalized = np.float32(values / (scale if scale != 0 else 1.0)).astype(np.float64)
+        # argmin takes the first of equal distances (the lower code), and 0 for NaN;
+        # the distances are exact wherever two of them are close to equal.
+        codes[elements] = np.argmin(np.abs(normalized[..., None] - code), axis=-1)
     return codes.reshape(x.shape), scales.reshape(scales.shape if x.shape else ())
 
 
 def dequantize(codes, scales, code, *, block_size):
     """Returns float32 values c[code] * scale of the element's block."""
     codes = np.asarray(codes)
-    rows = codes.reshape(codes.shape or (1,))
-    per_block = np.asarray(scales, np.float64).reshape(*rows.shape[:-1], -1)
-    per_element = np.repeat(per_block, block_size, axis=-1)[..., : rows.shape[-1]]
-    values = np.float32(np.asarray(code, np.float64)[rows] * per_element)
-    return _flush(values).astype(np.float32).reshape(codes.shape)
+    array = codes.reshape(codes.shape or (1,))
+    scales_shape, blocks = block_layout(array.shape, block_size)
+    scales = np.asarray(scales, np.float64).reshape(scales_shape)
+    values = np.zeros(array.shape, np.float64)
+    for scale_index, elements in blocks:
+        values[elements] = np.asarray(code, np.float64)[array[elements]] * scales[scale_index]
+    return _flush(np.float32(values)).astype(np.float32).reshape(codes.shape)

@@ -156,6 +156,34 @@ def test_random_arrays_match_the_reference(signed, shape, block_size):
     _assert_matches_reference(x, signed=signed, block_size=block_size)
 
 
+def _rows_per_block(n, block_size):
+    """The largest power of two k with k * n <= block_size; 1 for rows of a block or more."""
+    return 2 ** int(np.log2(block_size // n)) if n < block_size else 1
+
+
+def _short_rows_cases():
+    """Rows of n < block_size elements, grouped k at a time; the matrices' row counts are not
+    multiples of k (the last block holds fewer rows), in 2-D and 3-D."""
+    for n in (1, 3, 100, 128, 255):
+        for block_size in (32, 256, 2048):
+            k = _rows_per_block(n, block_size)
+            yield (2 * k + 3, n), block_size
+            yield (3, k + 1, n), block_size
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize(("shape", "block_size"), list(_short_rows_cases()))
+def test_short_rows_match_the_reference(signed, shape, block_size):
+    rng = np.random.default_rng(shape[-1] + block_size)
+    x = rng.standard_normal(shape) * 10.0 ** rng.integers(-20, 20, shape[:-1] + (1,))
+    x *= rng.random(shape) < 0.9
+    x = np.float32(x if signed else np.abs(x))
+    q, _ = _assert_matches_reference(x, signed=signed, block_size=block_size)
+    n, k = shape[-1], _rows_per_block(shape[-1], block_size)
+    expected = (-(-shape[-2] // k), 1) if k > 1 else (shape[-2], -(-n // block_size))
+    assert q.scales.shape == (*shape[:-2], *expected)
+
+
 _FLOATS = st.one_of(
     st.floats(-1e4, 1e4, width=32),
     st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
@@ -218,24 +246,43 @@ def test_a_nonfinite_value_makes_its_whole_block_nan(signed, bad):
     assert np.all(np.isfinite(values[0, :32])) and np.all(np.isfinite(values[0, 64:]))
 
 
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_short_rows_blocks_keep_the_rules_of_the_paper_left_open(signed, bad):
+    """Rows of 24, blocks of 64: rows 0-1, 2-3, 4-5 and 6 are the blocks."""
+    x = np.float32(np.random.default_rng(4).random((7, 24)) + 0.5)
+    x[0, 3], x[1, 20] = 1e-40, -0.0 if signed else 0.0  # a subnormal, a negative zero
+    x[3, 5] = bad  # poisons rows 2 and 3
+    x[4:6] = 0.0  # an all-zero block
+    x[6, :] = -0.0 if signed else 0.0
+    x[6, 7] = 2.0  # the last block: one row
+    q, values = _assert_matches_reference(x, signed=signed, block_size=64)
+    scales = np.asarray(q.scales)
+    assert scales.shape == (4, 1) and np.isnan(scales[:, 0]).tolist() == [0, 1, 0, 0]
+    assert np.all(np.isnan(values[2:4])) and np.all(np.isfinite(values[[0, 1, 4, 5, 6]]))
+    assert values[0, 3] == 0 and values[1, 20].view(np.uint32) == 0  # flushed; +0
+    assert np.all(values[4:6].view(np.uint32) == 0) and scales[2, 0] == 0.0
+    assert scales[3, 0] == 2.0 and values[6, 7] == 2.0 and np.sum(values[6] != 0) == 1
+
+
 def test_unsigned_negative_raises_when_concrete_and_poisons_its_block_under_jit():
-    x = jnp.asarray([[0.5, -0.25, 0.0], [0.5, 0.25, -0.0]])
+    x = jnp.tile(jnp.asarray([[0.5, 0.25, -0.0]]), (16, 1)).at[2, 1].set(-0.25)
     with pytest.raises(ValueError, match=r"signed=False.*-0\.25"):
         quantize(x, signed=False, block_size=32)
     q = jax.jit(lambda x: quantize(x, signed=False, block_size=32))(x)
     values = dequantize(q, signed=False, block_size=32)
-    assert np.all(np.isnan(values[0])) and np.all(np.isfinite(values[1]))
+    # Rows of 3 go 8 to a block of 32: rows 0-7 are one block, rows 8-15 the next.
+    assert np.all(np.isnan(values[:8])) and np.all(np.isfinite(values[8:]))
 
 
 def test_subnormals_are_zeros_on_the_way_in_and_out():
     """Explicit, so every backend agrees with XLA's CPU, which flushes them anyway."""
     tiny = np.finfo(np.float32).smallest_normal
-    x = np.float32(
-        [[1e-40, -1e-45, 0.0, 0.0], [tiny, tiny / 2, 0.0, 0.0], [6.7e-33, 1.2e-38, 0, 0]]
-    )
+    x = np.zeros((3, 32), np.float32)  # rows of a whole block: one block each
+    x[:, :2] = [[1e-40, -1e-45], [tiny, tiny / 2], [6.7e-33, 1.2e-38]]
     q, values = _assert_matches_reference(x, signed=True, block_size=32)
     assert np.asarray(q.scales).ravel().tolist() == [0.0, tiny, np.float32(6.7e-33)]
-    assert values[0].view(np.uint32).tolist() == [0, 0, 0, 0]  # -1e-45 flushed, sign lost to 0
+    assert values[0, :4].view(np.uint32).tolist() == [0, 0, 0, 0]  # -1e-45 flushed to +0
     assert values[1, 0] == tiny and values[1, 1] == 0
     # 1.2e-38 / 6.7e-33 = 1.8e-6 takes the code 5.5e-7, whose product with 6.7e-33 is
     # subnormal: flushed.
@@ -243,7 +290,20 @@ def test_subnormals_are_zeros_on_the_way_in_and_out():
 
 
 @pytest.mark.parametrize("signed", SIGNS)
-@pytest.mark.parametrize(("shape", "expected"), [((), ()), ((5,), (1,)), ((2, 3, 40), (2, 3, 2))])
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((), ()),
+        ((5,), (1,)),
+        ((2, 3, 40), (2, 3, 2)),
+        ((4, 5), (1, 1)),  # 4 rows of 5 in a block of 32 (8 rows would be 40)
+        ((3, 7, 5), (3, 2, 1)),  # per matrix: rows 0-3, then 4-6
+        ((9, 17), (9, 1)),  # 2 rows of 17 would be 34: one row per block
+        ((6, 10), (3, 1)),  # 2 rows to a block (32 // 10 = 3 is not a power of two)
+        ((3, 0), (3, 0)),
+        ((0, 5), (0, 1)),
+    ],
+)
 def test_layout_0d_1d_and_short_rows(signed, shape, expected):
     x = np.float32(np.abs(np.random.default_rng(0).standard_normal(shape)))
     q, _ = _assert_matches_reference(x, signed=signed, block_size=32)
@@ -257,6 +317,13 @@ def test_blocks_stay_in_their_row():
     x[0, 47], x[1, 0] = 100.0, 1.0  # a flat layout would put both in one block
     q = quantize(x, signed=True, block_size=32)
     assert np.asarray(q.scales).tolist() == [[0.0, 100.0], [1.0, 0.0]]
+
+
+def test_short_rows_share_blocks_within_their_matrix():
+    x = np.zeros((2, 5, 8), np.float32)  # rows of 8, block 32: 4 rows to a block
+    x[0, 3, 7], x[0, 4, 0], x[1, 0, 0], x[1, 4, 2] = 4.0, 2.0, 3.0, 5.0
+    q = quantize(x, signed=True, block_size=32)
+    assert np.asarray(q.scales).tolist() == [[[4.0], [2.0]], [[3.0], [5.0]]]
 
 
 # -- the paper's error bound ----------------------------------------------------------------------
@@ -320,10 +387,15 @@ def test_signed_must_be_a_bool():
         quantize(jnp.ones(4), signed=1, block_size=32)
 
 
-def test_dequantize_refuses_scales_of_another_block_size():
+def test_dequantize_refuses_scales_of_another_block_size_or_layout():
     q = quantize(jnp.ones((4, 1000)), signed=True, block_size=256)
     with pytest.raises(ValueError, match=r"\(4, 4\).*block_size=128.*\(4, 8\)"):
         dequantize(q, signed=True, block_size=128)
+    # One scale per row of 128 (a state made before short rows were grouped).
+    codes = quantize(jnp.ones((256, 128)), signed=True, block_size=256).codes
+    per_row = QuantizedArray(codes, jnp.ones((256, 1), jnp.float32))
+    with pytest.raises(ValueError, match=r"\(256, 1\).*\(256, 128\).*\(128, 1\).*layout"):
+        dequantize(per_row, signed=True, block_size=256)
     with pytest.raises(TypeError, match="uint8 codes and float32 scales"):
         dequantize(QuantizedArray(q.codes.astype(jnp.int32), q.scales), signed=True, block_size=256)
 
@@ -339,8 +411,9 @@ def test_quantize_is_jittable_and_vmappable():
 
 def test_lookup_needs_no_search():
     """The jitted quantizer holds no sort, no while loop and no per-block Python loop."""
-    hlo = jax.jit(lambda x: _quantize._quantize(x, True, 256)).lower(jnp.ones((8, 4096))).as_text()
-    assert "stablehlo.sort" not in hlo and "stablehlo.while" not in hlo
+    for shape in ((8, 4096), (4096, 128), (1000, 100)):
+        hlo = jax.jit(lambda x: _quantize._quantize(x, True, 256)).lower(jnp.ones(shape)).as_text()
+        assert "stablehlo.sort" not in hlo and "stablehlo.while" not in hlo
 
 
 # -- bitsandbytes, where it is installed ----------------------------------------------------------

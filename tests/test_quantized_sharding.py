@@ -1,0 +1,46 @@
+"""8-bit Adam's state follows row-sharded params with no communication, on 8 CPU devices.
+
+The checks run in one subprocess (tests/distributed/quantized_sharding_checks.py),
+since the number of CPU devices is fixed when JAX starts: params sharded along axis
+0 with rows shorter than a block (grouped k rows to a block), rows of several blocks
+and a stack of matrices; Adam and AMSGrad; blocks of 256 and 2048; Auto and Explicit
+axes. The jitted step's HLO has no collective, codes and scales keep the rows'
+sharding, and two steps equal the unsharded run bit for bit. A sharding that cuts
+blocks is refused under Explicit axes, and left to XLA under Auto ones.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def summary():
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.path.dirname(HERE),
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    )
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "distributed", "quantized_sharding_checks.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
+def test_quantized_state_follows_row_sharded_params_without_collectives(summary):
+    failures = "\n".join(f"{f['case']}: {f['check']}: {f['detail']}" for f in summary["failures"])
+    assert not summary["failures"], f"{len(summary['failures'])} failures:\n{failures}"
+    # 2 axis types x 2 optimizers x 2 block sizes, each with 4 params and 2 or 3 moments
+    # (440 checks), and 12 on blocks that would cross shards.
+    assert len(summary["collectives"]) == 8 and summary["checks"] == 452, summary["checks"]
+    assert not any(summary["collectives"].values()), summary["collectives"]
