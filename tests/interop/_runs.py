@@ -82,6 +82,13 @@ def run_torch(model, optimizer, steps: int, dtype: str) -> np.ndarray:
     import torch
 
     x, y = (torch.from_numpy(a) for a in data(dtype))
+    return torch_steps(model, optimizer, x, y, steps)
+
+
+def torch_steps(model, optimizer, x, y, steps: int) -> np.ndarray:
+    """``steps`` steps of a torch optimizer on the sum-of-squares loss; the loss before each."""
+    import torch
+
     losses = []
     for _ in range(steps):
         loss = torch.sum((model(x) - y) ** 2)

@@ -45,14 +45,7 @@ def _data():
 
 def _torch_steps(model, optimizer, steps):
     x, y = (torch.from_numpy(a) for a in _data())
-    losses = []
-    for _ in range(steps):
-        loss = torch.sum((model(x) - y) ** 2)
-        losses.append(loss.item())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return np.asarray(losses)
+    return _runs.torch_steps(model, optimizer, x, y, steps)
 
 
 def _jax_steps(run, steps):
