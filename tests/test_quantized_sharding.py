@@ -9,32 +9,14 @@ sharding, and two steps equal the unsharded run bit for bit. A sharding that cut
 blocks is refused under Explicit axes, and left to XLA under Auto ones.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from tests.helpers import run_on_8_cpu_devices
 
 
 @pytest.fixture(scope="module")
 def summary():
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.path.dirname(HERE),
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-    )
-    out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "distributed", "quantized_sharding_checks.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
+    return run_on_8_cpu_devices("quantized_sharding_checks.py")
 
 
 def test_quantized_state_follows_row_sharded_params_without_collectives(summary):
