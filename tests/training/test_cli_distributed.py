@@ -38,6 +38,8 @@ RUNS = {
     "fsdp8_32": [*SEED, "--mesh", "8", "--fsdp"],
     "saved": ["--steps", str(HALF), *SEED[2:], "--dtype", "float64", "--mesh", "8", "--fsdp"],
     "digits8": ["--task", "digits", "--steps", "300", "--quiet", "--mesh", "8", "--fsdp"],
+    "lm_single": ["--task", "lm", "--steps", "3", "--quiet"],
+    "lm_fsdp8": ["--task", "lm", "--steps", "3", "--quiet", "--mesh", "8", "--fsdp"],
 }
 RESUMED = {  # name -> placement flags of the resumed half
     "resumed_fsdp8": ["--mesh", "8", "--fsdp"],
@@ -131,6 +133,13 @@ def test_digits_on_8_devices(runs):
     summary = json.load(open(os.path.join(runs["digits8"], "summary.json")))
     assert summary["status"] == "completed"
     assert summary["test_accuracy"] >= 0.95
+
+
+def test_lm_on_8_devices(runs):
+    """The token embedding's lookup of batch-split tokens (it needs its output sharding)."""
+    single, sharded = losses(runs["lm_single"]), losses(runs["lm_fsdp8"])
+    assert len(sharded) == 3
+    assert relative(sharded, single) <= 1e-5
 
 
 def test_pytorch_run_continued_on_8_devices(runs):

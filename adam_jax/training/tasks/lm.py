@@ -232,10 +232,21 @@ class TransformerLM(nnx.Module):
         length = tokens.shape[-1]
         if length > self.context:
             raise ValueError(f"tokens: length {length} is beyond the context of {self.context}")
-        x = self.token_embed(tokens) + self.position_embed(jnp.arange(length))[None]
+        x = self.token_embed(tokens, out_sharding=_rows_like(tokens))
+        x = x + self.position_embed(jnp.arange(length))[None]
         for block in self.blocks:
             x = block(x)
         return self.head(self.final_norm(x))
+
+
+def _rows_like(tokens) -> jax.sharding.PartitionSpec | None:
+    """The embeddings of ``tokens`` split as the tokens are (batch-split under ``--mesh``):
+    JAX cannot infer a gather's output sharding from a split index array."""
+    sharding = jax.typeof(tokens).sharding
+    if sharding.mesh.empty:
+        return None
+    spec = tuple(sharding.spec) + (None,) * (tokens.ndim - len(sharding.spec))
+    return jax.sharding.PartitionSpec(*spec, None)
 
 
 def init_lm(init: str, seed: int, dtypes: dict, **sizes):
