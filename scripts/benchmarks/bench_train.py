@@ -75,6 +75,7 @@ from adam_jax.training.tasks import digits as digits_task
 from adam_jax.training.tasks import lm as lm_task
 from adam_jax.training.tasks import seed as seed_task
 from scripts.benchmarks import common
+from scripts.seed_pytorch import seed_torch_steps
 
 N, D_IN, HIDDEN, D_OUT = 64, *seed_task.SIZES
 LR, EPS = 1e-4, 1e-8
@@ -304,16 +305,7 @@ def torch_variants(torch, arrays, steps, threads):
         box["opt"] = torch.optim.Adam(model.parameters(), lr=LR, amsgrad=True, eps=EPS, **kwargs)
 
     def run():
-        model, opt = box["model"], box["opt"]
-        loss_fn = torch.nn.MSELoss(reduction="sum")
-        losses = []
-        for _ in range(steps):
-            loss = loss_fn(model(x), y)
-            losses.append(loss.item())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        box["losses"] = losses
+        box["losses"] = seed_torch_steps(box["model"], box["opt"], x, y, steps)
 
     variants = {}
     for n_threads in threads:
