@@ -37,7 +37,6 @@ WEIGHT_DECAY_MASKS = ("all", "matrices")  # --weight-decay-mask: which params ar
 # The factories' low-memory arguments, checked apart (``check_low_memory``): their flags'
 # relations to each other and to --param-dtype come first.
 LOW_MEMORY_ARGUMENTS = ("quantized_state", "param_rounding", "rounding_seed")
-ROUNDING_FLAGS = {"stochastic": "--stochastic-rounding", "compensated": "--compensated-rounding"}
 SIXTEEN_BIT = ("bfloat16", "float16")
 # --stochastic-rounding's seed is --rng-seed + this: never an int the weights' init takes
 # (--rng-seed < 2**31), so the rounding's key is a stream apart from theirs.
@@ -148,15 +147,19 @@ def check_low_memory(config) -> None:
             adam_jax.BlockQuantization(**{name: value})
         except (ValueError, TypeError) as e:
             raise ConfigError(flag, str(e)) from e
-    rounding = [flag for flag in ROUNDING_FLAGS.values() if getattr(config, _setting(flag))]
+    switches = {
+        "--stochastic-rounding": config.stochastic_rounding,
+        "--compensated-rounding": config.compensated_rounding,
+    }
+    rounding = [flag for flag, given in switches.items() if given]
     if len(rounding) == 2:
         raise ConfigError(rounding[1], f"not allowed with {rounding[0]}: choose one rounding")
     low_memory = (["--state-dtype"] if state == "8bit" else []) + rounding
     if low_memory and not get_entry(config.optimizer).has_low_memory:
-        what = "8bit" if state == "8bit" else ""
+        value = "8bit " if low_memory[0] == "--state-dtype" else ""
         raise ConfigError(
             low_memory[0],
-            f"{what} does not apply to --optimizer {config.optimizer} (its factory has no "
+            f"{value}does not apply to --optimizer {config.optimizer} (its factory has no "
             "quantized_state or param_rounding); use adam, amsgrad, adamw or nadam",
         )
     if config.packed and (state == "8bit" or config.stochastic_rounding):
@@ -181,10 +184,6 @@ def check_low_memory(config) -> None:
             f"{config.param_dtype}: {config.param_dtype} params take every update as they are "
             "(adam_jax would pass their updates through unchanged)",
         )
-
-
-def _setting(flag: str) -> str:
-    return flag.removeprefix("--").replace("-", "_")
 
 
 def learning_rate(config) -> optax.ScalarOrSchedule:
