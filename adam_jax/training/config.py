@@ -21,6 +21,7 @@ from adam_jax.training.tasks import TASKS, ConfigError, get_task
 
 RNG_SEED_MAX = 2**31 - 1  # seeds are int32 inside jit
 FLOAT_DTYPES = ("float64", "float32", "bfloat16", "float16")
+STATE_DTYPES = ("float32", "bfloat16", "float16", "8bit")  # --state-dtype: both moments' storage
 SCHEDULES = ("constant", "cosine", "warmup-cosine")
 INITS = ("torch", "flax")
 # Settings a resumed run may change: they change what is written or how far the run goes,
@@ -35,7 +36,14 @@ RUN_DIRECTORY = ("out", "overwrite")  # where the run is written: --resume DIR's
 # Keys of config.json files written before a rename: old key -> the setting it is now.
 RENAMED = {"seed": "rng_seed"}
 # Settings added since the first config.json files: their value in a file that lacks them.
-ADDED = {"weight_decay_mask": "all"}
+ADDED = {
+    "weight_decay_mask": "all",
+    "state_dtype": None,
+    "quant_block_size": None,
+    "quant_min_size": None,
+    "stochastic_rounding": False,
+    "compensated_rounding": False,
+}
 DROPPED = ("resume",)  # keys older config.json files hold that are no settings
 
 
@@ -71,6 +79,11 @@ class RunConfig:
     compute_dtype: str
     mu_dtype: str | None
     nu_dtype: str | None
+    state_dtype: str | None  # None: --mu-dtype and --nu-dtype (adam_jax's defaults)
+    quant_block_size: int | None  # --state-dtype 8bit; None: the library's default
+    quant_min_size: int | None
+    stochastic_rounding: bool
+    compensated_rounding: bool
     loss_scale: float
     out: str
     overwrite: bool
@@ -112,6 +125,8 @@ DEFAULTS: dict[str, Any] = dict.fromkeys(SETTINGS) | {
     "eps": 1e-8,
     "eps_root": 0.0,
     "weight_decay_mask": "all",
+    "stochastic_rounding": False,
+    "compensated_rounding": False,
     "loss_scale": 1.0,
     "overwrite": False,
     "ckpt_every": 1000,
@@ -127,6 +142,9 @@ OPTIONAL = (
     "momentum_decay",
     "mu_dtype",
     "nu_dtype",
+    "state_dtype",
+    "quant_block_size",
+    "quant_min_size",
     "coordinator",
     "num_processes",
     "process_id",
@@ -172,6 +190,12 @@ def _choice(choices):
     return check
 
 
+def _int(value) -> str | None:  # its range is the library's to check (optimizers.check)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return f"must be an integer, got {value!r}"
+
+
 def _text(value) -> str | None:
     return None if isinstance(value, str) and value else f"must be a path, got {value!r}"
 
@@ -212,6 +236,11 @@ CHECKS = {
     "compute_dtype": _choice(FLOAT_DTYPES),
     "mu_dtype": _choice(FLOAT_DTYPES),
     "nu_dtype": _choice(FLOAT_DTYPES),
+    "state_dtype": _choice(STATE_DTYPES),
+    "quant_block_size": _int,
+    "quant_min_size": _int,
+    "stochastic_rounding": _switch,
+    "compensated_rounding": _switch,
     "loss_scale": _number(0, math.inf, low_open=True),
     "out": _text,
     "overwrite": _switch,

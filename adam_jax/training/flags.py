@@ -24,6 +24,8 @@ DESCRIPTION = """Train with adam_jax on a registered task (see docs/training.md)
     train.py --resume runs/seed-20261125-101500 --steps 1000
     train.py --mesh 8 --fsdp                     # 8 devices, params and state sharded
     train.py --task lm --packed                  # params and state as flat buffers
+    train.py --task lm --state-dtype 8bit --param-dtype bfloat16 --stochastic-rounding
+                                                 # 8-bit moments, bfloat16 params
     train.py --init-from run.pt --dtype float64  # continue a PyTorch run (seed task)
 
 Exit codes: 0 done; 1 stopped early (non-finite loss or state, a failed write);
@@ -136,6 +138,37 @@ def build_parser() -> Parser:
         "--mu-dtype", choices=config.FLOAT_DTYPES, help="first moment (adam_jax's default)"
     )
     prec.add_argument("--nu-dtype", choices=config.FLOAT_DTYPES, help="second moment")
+    prec.add_argument(
+        "--state-dtype",
+        choices=config.STATE_DTYPES,
+        help="both moments' storage, instead of --mu-dtype and --nu-dtype; 8bit: block-wise "
+        "quantized moments (adam_jax.BlockQuantization, docs/memory.md)",
+    )
+    block = adam_jax.BlockQuantization()
+    prec.add_argument(
+        "--quant-block-size",
+        type=int,
+        metavar="N",
+        help=f"--state-dtype 8bit: elements per block, a power of two >= 32 ({block.block_size})",
+    )
+    prec.add_argument(
+        "--quant-min-size",
+        type=int,
+        metavar="N",
+        help="--state-dtype 8bit: leaves of fewer elements keep float32 moments "
+        f"({block.min_size})",
+    )
+    switch(
+        prec,
+        "stochastic_rounding",
+        "16-bit --param-dtype: round each new param stochastically, keyed from --rng-seed "
+        "(the key lives in the optimizer state)",
+    )
+    switch(
+        prec,
+        "compensated_rounding",
+        "16-bit --param-dtype: Kahan-compensated params (an error buffer in the params' dtype)",
+    )
     prec.add_argument(
         "--loss-scale",
         type=float,

@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import numpy as np
 
 STEP_METRICS = ("loss", "lr", "eps_dominated")  # per step, in metrics.jsonl's order
@@ -34,6 +35,16 @@ def last_evaluation(rows: list) -> dict:
     return {}
 
 
+def bytes_per_param(tree, params) -> float:
+    """The bytes of ``tree``'s arrays (8-bit codes and scales, float moments, error buffers,
+    step counts, keys: every leaf, arrays or ``jax.ShapeDtypeStruct``) per element of
+    ``params``: read from the arrays' shapes and dtypes, not from a formula."""
+    size = sum(
+        int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
+    )
+    return size / sum(int(np.prod(np.shape(p))) for p in jax.tree.leaves(params))
+
+
 def summary(
     task: str,
     status: str,
@@ -42,8 +53,10 @@ def summary(
     wall_s: float,
     compile_s: float,
     checkpoint_step: int | None,
+    state_bytes_per_param: float,
 ) -> dict:
-    """``summary.json``: where the run ended, how fast, and its last evaluation."""
+    """``summary.json``: where the run ended, how fast, its optimizer state's bytes per param
+    (:func:`bytes_per_param`) and its last evaluation."""
     last = rows[-1] if rows else {"loss": math.nan, "step": start}
     steps_run = last["step"] - start
     return {
@@ -56,4 +69,5 @@ def summary(
         "compile_s": compile_s,
         "steps_per_s": steps_run / wall_s if wall_s > 0 else math.nan,
         "checkpoint_step": checkpoint_step,
+        "opt_state_bytes_per_param": state_bytes_per_param,
     } | last_evaluation(rows)

@@ -1,7 +1,10 @@
 """The ``--optimizer`` registry, built from adam_jax's public factories.
 
 Each entry maps the run's configuration (its flags) to one adam_jax optimizer.
-Add an entry to ``OPTIMIZERS`` and it is a ``--optimizer`` choice.
+Add an entry to ``OPTIMIZERS`` and it is a ``--optimizer`` choice. The low-memory flags
+(``--state-dtype``, ``--quant-block-size``, ``--quant-min-size``, ``--stochastic-rounding``,
+``--compensated-rounding``) become the factories' ``mu_dtype``/``nu_dtype``,
+``quantized_state``, ``param_rounding`` and ``rounding_seed`` (docs/memory.md).
 """
 
 import dataclasses
@@ -31,6 +34,13 @@ HYPERPARAMETER_FLAGS = {
     "mask": "--weight-decay-mask",
 }
 WEIGHT_DECAY_MASKS = ("all", "matrices")  # --weight-decay-mask: which params are decayed
+# The factories' low-memory arguments, checked apart (``check_low_memory``): their flags'
+# relations to each other and to --param-dtype come first.
+LOW_MEMORY_ARGUMENTS = ("quantized_state", "param_rounding", "rounding_seed")
+SIXTEEN_BIT = ("bfloat16", "float16")
+# --stochastic-rounding's seed is --rng-seed + this: never an int the weights' init takes
+# (--rng-seed < 2**31), so the rounding's key is a stream apart from theirs.
+ROUNDING_SEED_OFFSET = 2**31
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +52,14 @@ class OptimizerEntry:
       has_epsilon: whether ``--eps``, ``--eps-root`` and ``--convention`` apply
         (and ``eps_dominated`` is logged).
       has_momentum_decay: whether ``--momentum-decay`` applies (NAdam's schedule).
+      has_low_memory: whether the factory takes ``quantized_state`` and ``param_rounding``
+        (``--state-dtype 8bit``, the rounding flags).
     """
 
     factory: Callable[..., optax.GradientTransformation]
     has_epsilon: bool
     has_momentum_decay: bool = False
+    has_low_memory: bool = True
 
     def absent_flags(self) -> tuple[str, ...]:
         """The flags of hyperparameters this optimizer does not have (refused when given)."""
@@ -57,7 +70,16 @@ class OptimizerEntry:
         """The factory's keyword arguments from ``config``; unset flags keep its defaults.
         ``mask``: the weight-decay mask (a tree of bools or a callable), None decays all."""
         kwargs = {"learning_rate": learning_rate, "b1": config.b1, "b2": config.b2}
-        kwargs |= {"mu_dtype": config.mu_dtype, "nu_dtype": config.nu_dtype}
+        float_state = config.state_dtype not in (None, "8bit")
+        kwargs["mu_dtype"] = config.state_dtype if float_state else config.mu_dtype
+        kwargs["nu_dtype"] = config.state_dtype if float_state else config.nu_dtype
+        if config.state_dtype == "8bit":
+            kwargs["quantized_state"] = block_quantization(config)
+        if config.stochastic_rounding:
+            kwargs["param_rounding"] = "stochastic"
+            kwargs["rounding_seed"] = ROUNDING_SEED_OFFSET + config.rng_seed
+        elif config.compensated_rounding:
+            kwargs["param_rounding"] = "compensated"
         if self.has_epsilon:
             kwargs |= {"eps": config.eps, "eps_root": config.eps_root}
             kwargs["convention"] = config.convention
@@ -75,7 +97,8 @@ OPTIMIZERS = {
     "amsgrad": OptimizerEntry(adam_jax.amsgrad, True),
     "adamw": OptimizerEntry(adam_jax.adamw, True),
     "nadam": OptimizerEntry(adam_jax.nadam, True, has_momentum_decay=True),  # Dozat (2016)
-    "adam_atan2": OptimizerEntry(adam_jax.adam_atan2, False),  # Everett et al. (2024)
+    # Everett et al. (2024)
+    "adam_atan2": OptimizerEntry(adam_jax.adam_atan2, False, has_low_memory=False),
 }
 
 
@@ -87,6 +110,80 @@ def get_entry(name: str) -> OptimizerEntry:
         raise ConfigError(
             "--optimizer", f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}"
         ) from None
+
+
+def block_quantization(config) -> adam_jax.BlockQuantization:
+    """``--state-dtype 8bit``'s ``BlockQuantization``: ``--quant-block-size`` and
+    ``--quant-min-size``, the library's defaults where unset."""
+    sizes = {"block_size": config.quant_block_size, "min_size": config.quant_min_size}
+    return adam_jax.BlockQuantization(**{k: v for k, v in sizes.items() if v is not None})
+
+
+def check_low_memory(config) -> None:
+    """Checks the low-memory flags against each other, ``--param-dtype`` and the optimizer.
+
+    Raises:
+      ConfigError: naming the flag at fault (and the one it conflicts with), or
+        ``--quant-block-size``/``--quant-min-size`` with ``BlockQuantization``'s message.
+    """
+    state = config.state_dtype
+    for moment in ("mu_dtype", "nu_dtype"):
+        given = getattr(config, moment)
+        if state is not None and given is not None:
+            flag = "--" + moment.replace("_", "-")
+            raise ConfigError(
+                "--state-dtype",
+                f"{state} sets both moments' storage; it conflicts with {flag} {given} "
+                f"(give --state-dtype or {flag}, not both)",
+            )
+    for name in ("block_size", "min_size"):
+        value = getattr(config, f"quant_{name}")
+        if value is None:
+            continue
+        flag = f"--quant-{name.replace('_', '-')}"
+        if state != "8bit":
+            raise ConfigError(flag, f"applies only with --state-dtype 8bit, got {state or 'none'}")
+        try:
+            adam_jax.BlockQuantization(**{name: value})
+        except (ValueError, TypeError) as e:
+            raise ConfigError(flag, str(e)) from e
+    switches = {
+        "--stochastic-rounding": config.stochastic_rounding,
+        "--compensated-rounding": config.compensated_rounding,
+    }
+    rounding = [flag for flag, given in switches.items() if given]
+    if len(rounding) == 2:
+        raise ConfigError(rounding[1], f"not allowed with {rounding[0]}: choose one rounding")
+    low_memory = (["--state-dtype"] if state == "8bit" else []) + rounding
+    if low_memory and not get_entry(config.optimizer).has_low_memory:
+        value = "8bit " if low_memory[0] == "--state-dtype" else ""
+        raise ConfigError(
+            low_memory[0],
+            f"{value}does not apply to --optimizer {config.optimizer} (its factory has no "
+            "quantized_state or param_rounding); use adam, amsgrad, adamw or nadam",
+        )
+    if config.packed and (state == "8bit" or config.stochastic_rounding):
+        raise ConfigError(
+            "--packed",
+            "cannot take --state-dtype 8bit (adam_jax.PackedLayout packs moments as flat "
+            "buffers, not an 8-bit state's per-param codes and scales)"
+            if state == "8bit"
+            else "cannot take --stochastic-rounding: the rounding draws one key per array, "
+            "so packed buffers would round with other bits than the tree (--packed promises "
+            "the same bits); --compensated-rounding packs",
+        )
+    if state == "8bit" and config.param_dtype == "float64":
+        raise ConfigError(
+            "--state-dtype",
+            "8bit quantizes float32 moments; it does not take --param-dtype float64 params",
+        )
+    if rounding and config.param_dtype not in SIXTEEN_BIT:
+        raise ConfigError(
+            rounding[0],
+            f"rounds 16-bit params (--param-dtype bfloat16 or float16), got --param-dtype "
+            f"{config.param_dtype}: {config.param_dtype} params take every update as they are "
+            "(adam_jax would pass their updates through unchanged)",
+        )
 
 
 def learning_rate(config) -> optax.ScalarOrSchedule:
@@ -124,18 +221,22 @@ def make_optimizer(config, mask: Any = None) -> optax.GradientTransformation:
 def check(config) -> None:
     """Builds the optimizer; a value its factory rejects raises ``ConfigError`` naming its flag.
 
-    Each hyperparameter is first passed alone (the others at the factory's
+    The low-memory flags are checked first (:func:`check_low_memory`). Each
+    hyperparameter is then passed alone (the others at the factory's
     defaults), so the flag at fault is known from which call fails, not read
     from the message; a combination that fails only together is reported
     against ``--optimizer``.
     """
     entry = get_entry(config.optimizer)
+    check_low_memory(config)
     mask = weight_decay_mask(config)
     full = entry.kwargs(config, config.lr, mask)
     for name, value in full.items():
-        flag = HYPERPARAMETER_FLAGS["lr" if name == "learning_rate" else name]
-        if value is None:
+        if value is None or name in LOW_MEMORY_ARGUMENTS:
             continue
+        flag = HYPERPARAMETER_FLAGS["lr" if name == "learning_rate" else name]
+        if name in ("mu_dtype", "nu_dtype") and config.state_dtype is not None:
+            flag = "--state-dtype"
         try:
             entry.factory(**{name: value})
         except (ValueError, TypeError) as e:

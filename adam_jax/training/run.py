@@ -121,6 +121,17 @@ def train(config: RunConfig, argv: list, *, resume: bool) -> int:
         data = (problem.train, problem.test)  # whole on every device; steps split the batch
         train_data, test = distributed.place(data, distributed.replicated_shardings(data, mesh))
         problem = problem._replace(train=train_data, test=test)
+    if mesh is not None and config.fsdp and config.state_dtype == "8bit":
+        # adam_jax refuses quantized state whose blocks the params' shards would cut: trace
+        # one update now, so that it is a flag error before anything is written.
+        with jax.set_mesh(mesh):
+            try:
+                jax.eval_shape(optimizer.update, state.params, state.opt_state, state.params)
+            except ValueError as e:
+                message = (
+                    f"with --state-dtype 8bit: {e} (here: --quant-block-size, --quant-min-size)"
+                )
+                raise ConfigError("--fsdp", message) from e
     primary = jax.process_index() == 0  # the one that writes the run's files
     rows, skipped = [], {}  # metrics rows, as in metrics.jsonl; damaged checkpoints
     if not primary:
@@ -205,6 +216,8 @@ def _run(config, argv, run_dir, problem, optimizer, layout, state, rows, skipped
         evaluate = jitted_evaluate.lower(state.params, problem.test).compile()
     compile_s = time.perf_counter() - t0
 
+    tree = state if layout is None else jax.eval_shape(saved_form, state)
+    state_bytes_per_param = metrics.bytes_per_param(tree.opt_state, tree.params)
     step, t0 = start, time.perf_counter()
     # Every process must run the same steps per call: pacing by one process's clock is for
     # single-process runs.
@@ -297,7 +310,9 @@ def _run(config, argv, run_dir, problem, optimizer, layout, state, rows, skipped
     checkpoint_step = checkpoints.latest_step()
     checkpoint.close(checkpoints)
 
-    summary = metrics.summary(config.task, status, rows, start, wall_s, compile_s, checkpoint_step)
+    summary = metrics.summary(
+        config.task, status, rows, start, wall_s, compile_s, checkpoint_step, state_bytes_per_param
+    )
     if not primary:
         return exit_code(status)
     try:
@@ -340,7 +355,8 @@ def _print_summary(config: RunConfig, summary: dict) -> None:
     print(
         f"{config.task}: {summary['steps_run']} steps in {summary['wall_s']:.2f} s "
         f"({summary['steps_per_s']:.0f} steps/s), compile {summary['compile_s']:.2f} s; "
-        f"final loss {summary['final_loss']:.6g}{scores}"
+        f"final loss {summary['final_loss']:.6g}{scores}; optimizer state "
+        f"{summary['opt_state_bytes_per_param']:.3f} B/param"
     )
     if summary["status"] != "completed":
         step = summary["checkpoint_step"]

@@ -26,6 +26,10 @@ TRAIN = os.path.join(ROOT, "scripts", "train.py")
 SEED_PYTORCH = os.path.join(ROOT, "scripts", "seed_pytorch.py")
 STEPS, HALF = 100, 50
 SEED = ["--steps", str(STEPS), "--log-every", "25", "--quiet"]
+# 8-bit moments in blocks of 128 (one row of the seed's (1000, 100) weight each): a shard of
+# 125 rows holds whole blocks.
+EIGHT_BIT = ["--steps", "20", "--log-every", "10", "--quiet", "--state-dtype", "8bit"]
+EIGHT_BIT += ["--quant-block-size", "128"]
 # Runs in one process, in order: name -> argv (--out added). The resumed runs start from a
 # copy of "saved" (float64, FSDP on 8 devices, stopped at step 50).
 RUNS = {
@@ -40,7 +44,13 @@ RUNS = {
     "digits8": ["--task", "digits", "--steps", "300", "--quiet", "--mesh", "8", "--fsdp"],
     "lm_single": ["--task", "lm", "--steps", "3", "--quiet"],
     "lm_fsdp8": ["--task", "lm", "--steps", "3", "--quiet", "--mesh", "8", "--fsdp"],
+    "single_8bit": EIGHT_BIT,
+    "dp8_8bit": [*EIGHT_BIT, "--mesh", "8"],
+    "fsdp8_8bit": [*EIGHT_BIT, "--mesh", "8", "--fsdp"],
+    # Blocks of 256 hold 2 rows of the seed's (1000, 100) weight; 8 shards of 125 rows cut them.
+    "fsdp8_8bit_cut": [*EIGHT_BIT[:-2], "--mesh", "8", "--fsdp"],
 }
+REFUSED = {"fsdp8_8bit_cut": 2}  # runs whose exit code is not 0
 RESUMED = {  # name -> placement flags of the resumed half
     "resumed_fsdp8": ["--mesh", "8", "--fsdp"],
     "resumed_dp4": ["--mesh", "4"],
@@ -103,7 +113,7 @@ def runs(tmp_path_factory):
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     codes = json.loads(done.stdout.strip().splitlines()[-1])
-    assert codes == dict.fromkeys(codes, 0), codes
+    assert codes == dict.fromkeys(codes, 0) | REFUSED, codes
     dirs["pytorch_losses"] = str(npz)
     return dirs
 
@@ -121,6 +131,15 @@ def test_float32_losses_within_reduction_order(runs, layout):
     """The batch's sum splits into 8 partial sums: float32 rounds them differently."""
     single, sharded = losses(runs["single32"]), losses(runs[f"{layout}_32"])
     assert relative(sharded, single) <= 1.5e-5
+
+
+@pytest.mark.parametrize("layout", ["dp8", "fsdp8"])
+def test_8bit_state_on_8_devices(runs, layout):
+    """The quantized moments follow the params' shards; the losses differ from one device's
+    only by the batch sum's order (float32)."""
+    single, sharded = losses(runs["single_8bit"]), losses(runs[f"{layout}_8bit"])
+    assert len(sharded) == 20 and relative(sharded, single) <= 1.5e-5
+    assert not os.path.exists(runs["fsdp8_8bit_cut"])  # refused before anything was written
 
 
 def test_run_files_record_the_mesh(runs):

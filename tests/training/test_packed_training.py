@@ -37,6 +37,8 @@ CASES = {
     + ["--weight-decay", "0.5"],
     "seed amsgrad coupled decay masked": ["--steps", "9", "--weight-decay", "0.5", *MASKED],
     "seed bfloat16 params": ["--steps", "9", "--param-dtype", "bfloat16"],
+    "seed bfloat16 params, compensated": ["--steps", "9", "--param-dtype", "bfloat16"]
+    + ["--compensated-rounding"],
     "seed float16 compute, loss scale": ["--steps", "9", "--compute-dtype", "float16"]
     + ["--loss-scale", "64"],
     "digits adam": ["--task", "digits", "--steps", "30", "--log-every", "10"],

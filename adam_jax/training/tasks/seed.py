@@ -24,6 +24,14 @@ from adam_jax.training.tasks.mlp import init_mlp
 SIZES = 1000, 100, 10  # input, hidden and output sizes; N is --batch-size
 INIT_FROM_KEYS = ("x", "y", "w1", "b1", "w2", "b2")  # torch.nn.Linear layout: weights (out, in)
 TORCH_KEYS = ("model", "optimizer", "x", "y")  # a .pt of scripts/seed_pytorch.py --save-at
+# The low-memory flags: a .pt's run goes on with its own optimizer, so they cannot apply.
+LOW_MEMORY_SETTINGS = (
+    "state_dtype",
+    "quant_block_size",
+    "quant_min_size",
+    "stochastic_rounding",
+    "compensated_rounding",
+)
 
 
 def torch_name_map() -> dict:
@@ -185,6 +193,10 @@ def _read_torch_run(path: str, settings: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in continued.items():
         if settings.get(name) not in (None, value):
             raise ConfigError(f"--{name}", f"{path} continues with {value}")
+    for name in LOW_MEMORY_SETTINGS:
+        if settings.get(name) not in (None, False):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(flag, f"{path} continues PyTorch's float32 Adam state as it is")
     b1, b2 = (float(b) for b in group["betas"])
     return fixed | continued | {"b1": b1, "b2": b2, "eps": float(group["eps"])}
 
