@@ -1,4 +1,4 @@
-"""A step over a quantized leaf, run in chunks of whole blocks so its float32 temporaries stay small.
+"""A quantized leaf's step in chunks of whole blocks, so that its float32 temporaries stay small.
 
 A step of 8-bit Adam dequantizes a leaf's moments, updates them in float32 and requantizes them;
 requantizing needs each block's maximum, a reduction that XLA's CPU backend does not fuse with
@@ -35,9 +35,9 @@ from adam_jax._quantize import QuantizedArray, rows_per_block, scales_shape
 
 
 class _Region(NamedTuple):
-    """``count`` chunks of ``extent`` (along A, along B); chunk ``i`` starts at ``start(i)``."""
+    """``chunks`` chunks of ``extent`` (along A, along B); chunk ``i`` starts at ``start(i)``."""
 
-    count: int
+    chunks: int
     start: Callable[[Any], tuple[Any, Any]]
     extent: tuple[int, int]
 
@@ -86,7 +86,9 @@ def _regions(view: tuple[int, ...], unit: int, chunk_size: int) -> list[_Region]
         return regions
     along_b = max(1, chunk_size // (unit * c)) * unit  # whole units of one slice
     per_slice, rest = divmod(b, along_b)
-    regions = [_Region(a * per_slice, lambda i: (i // per_slice, i % per_slice * along_b), (1, along_b))]
+    regions = [
+        _Region(a * per_slice, lambda i: (i // per_slice, i % per_slice * along_b), (1, along_b))
+    ]
     if rest:
         regions.append(_Region(a, lambda i: (i, per_slice * along_b), (1, rest)))
     return regions
@@ -117,7 +119,9 @@ def _run_region(step, views, out, region: _Region, view, unit, block_size) -> tu
             if isinstance(x, QuantizedArray):
                 return QuantizedArray(
                     lax.dynamic_update_slice(x.codes, new.codes, starts),
-                    lax.dynamic_update_slice(x.scales, new.scales.reshape(scale_extent), scale_starts),
+                    lax.dynamic_update_slice(
+                        x.scales, new.scales.reshape(scale_extent), scale_starts
+                    ),
                 )
             return lax.dynamic_update_slice(x, new, starts)
 
@@ -128,9 +132,9 @@ def _run_region(step, views, out, region: _Region, view, unit, block_size) -> tu
         new = step(_map(read, sources))
         return tuple(None if x is None else write(x, y) for x, y in zip(out, new, strict=True))
 
-    if region.count == 1:
+    if region.chunks == 1:
         return one_chunk(0, out)
-    return lax.fori_loop(0, region.count, one_chunk, out)
+    return lax.fori_loop(0, region.chunks, one_chunk, out)
 
 
 def _result_buffer(x):

@@ -389,8 +389,7 @@ def scale_by_moments(
                 as_pair = lambda z: jnp.stack([z.real, z.imag], -1).astype(real)  # noqa: E731
                 pairs = [None if x is None else as_pair(x) for x in (g, m, v, v_max)]
                 out = [
-                    jax.lax.complex(x[..., 0], x[..., 1])
-                    for x in real_leaf(*pairs, leaf_constants)
+                    jax.lax.complex(x[..., 0], x[..., 1]) for x in real_leaf(*pairs, leaf_constants)
                 ]
             else:  # real leaves; complex leaves with a real v of |g|^2, as optax
                 cast = lambda x, d: None if x is None else x.astype(d)  # noqa: E731
