@@ -4,17 +4,17 @@ A step of 8-bit Adam dequantizes a leaf's moments, updates them in float32 and r
 requantizing needs each block's maximum, a reduction that XLA's CPU backend does not fuse with
 the update, so over a whole leaf it holds every float32 moment at once (16 B/param for Adam, more
 than float32 Adam's whole state). :func:`in_chunks` runs the step over a few blocks at a time
-instead, in a loop that reads each chunk from its arrays and writes the chunk's results back in
-place: the float32 temporaries are one chunk's, and the new codes, scales and step take the
-buffers of the old codes, scales and gradient.
+instead, in a loop that reads each chunk from its arrays and writes the chunk's results: the
+float32 temporaries are one chunk's, the new codes overwrite the old in place, and the step and
+the new scales get buffers of their own (``_result_buffer`` says why).
 
 A chunk is a run of whole blocks (``_quantize``'s layout), so every block sees exactly the
-elements it sees unchunked and the results are the same bits. The leaf, of shape
-``(*lead, b, c)``, is viewed as ``(A, B, C)``: ``A`` the product of the leading axes, ``B`` the
-axis the blocks run along in units of ``u`` (a long row: ``B = n``, ``C = 1``, ``u = block_size``;
-short rows: ``B`` rows of ``C = n`` elements, ``u = k`` rows). A chunk is either ``a`` whole
-``(B, C)`` slices or, when one slice is larger than a chunk, whole units of one slice (the slice's
-last chunk may be shorter: it holds the row's, or the matrix's, last block).
+elements it sees unchunked and the results are the same bits. The leaf is viewed as
+``(A, B)`` with long rows (``A`` rows of ``B = n`` elements, units of ``u = block_size``
+elements) or ``(A, B, C)`` with short rows (``A`` matrices of ``B`` rows of ``C = n``, units of
+``u = k`` rows). A chunk is either whole ``B`` slices, as many as fit, or, when one slice is
+larger than a chunk, whole units of one slice (the slice's last chunk may be shorter: it holds
+the row's, or the matrix's, last block).
 
 Leaves that may be sharded are stepped whole: a loop of dynamic slices along a sharded axis
 would make XLA gather it. A leaf is taken as possibly sharded when a mesh axis of more than one
