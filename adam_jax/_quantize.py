@@ -93,6 +93,10 @@ class BlockQuantization:
         (a block holds more than ``block_size / 2`` elements, except at a row's or a
         matrix's end).
       min_size: leaves with fewer elements keep float32 moments; an int >= 0.
+      chunk_size: the most elements of a leaf a step dequantizes, updates and requantizes at
+        a time (an int >= 1; at least one block is taken): the step's float32 temporaries are
+        one chunk's, not the leaf's. The results do not depend on it (chunks are whole
+        blocks); leaves that may be sharded are stepped whole (``adam_jax._chunked``).
 
     References:
       Dettmers et al, `8-bit Optimizers via Block-wise Quantization
@@ -101,13 +105,16 @@ class BlockQuantization:
 
     block_size: int = 256
     min_size: int = 4096
+    chunk_size: int = 16384
 
     def __post_init__(self):
         check_block_size(self.block_size)
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, (int, np.integer)):
-            raise TypeError(f"min_size must be an int >= 0, got {self.min_size!r}.")
-        if self.min_size < 0:
-            raise ValueError(f"min_size must be an int >= 0, got {self.min_size!r}.")
+        for name, least in (("min_size", 0), ("chunk_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int >= {least}, got {value!r}.")
+            if value < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {value!r}.")
 
     def applies_to(self, leaf) -> bool:
         """Whether a moment of ``leaf`` (a param or gradient) is stored quantized."""

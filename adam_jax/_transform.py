@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adam_jax import _numerics, _quantize, _validation
+from adam_jax import _chunked, _numerics, _quantize, _validation
 from adam_jax._conventions import (
     ConventionName,
     StepCoefficients,
@@ -367,9 +367,9 @@ def scale_by_moments(
             leaf_scalars = jax.tree.map(lambda x: jnp.asarray(x, dtype), scalars)
             return decay1, 1 - decay1, decay2, 1 - decay2, leaf_scalars
 
-        def real_leaf(g, m, v, v_max):
+        def real_leaf(g, m, v, v_max, leaf_constants):
             """One real leaf in its compute dtype: the new (step, m, v, r)."""
-            decay1, rest1, decay2, rest2, leaf_scalars = constants(_numerics.real_dtype(g.dtype))
+            decay1, rest1, decay2, rest2, leaf_scalars = leaf_constants
             m_new = decay1 * m + rest1 * g
             v_new = decay2 * v + rest2 * _abs_sq(g)
             r = v_new
@@ -377,8 +377,8 @@ def scale_by_moments(
                 r = jnp.maximum(v_max, v_new * leaf_scalars.before_max)
             return direction.step(LeafMoments(m_new, r, g), leaf_scalars), m_new, v_new, r
 
-        def leaf(g, stored_m, stored_v, stored_max):
-            _check_layout(g, stored_m, quantization)
+        def leaf(g, stored_m, stored_v, stored_max, leaf_constants):
+            """One leaf's step, in the gradient's dtype, and new moments, stored as the old."""
             m = load(stored_m, signed=True)
             v, v_max = (
                 None if x is None else load(x, signed=False) for x in (stored_v, stored_max)
@@ -388,35 +388,54 @@ def scale_by_moments(
             if complex_as_real and _is_complex(g):  # torch's view_as_real: each part alone
                 as_pair = lambda z: jnp.stack([z.real, z.imag], -1).astype(real)  # noqa: E731
                 pairs = [None if x is None else as_pair(x) for x in (g, m, v, v_max)]
-                out = [jax.lax.complex(x[..., 0], x[..., 1]) for x in real_leaf(*pairs)]
+                out = [
+                    jax.lax.complex(x[..., 0], x[..., 1]) for x in real_leaf(*pairs, leaf_constants)
+                ]
             else:  # real leaves; complex leaves with a real v of |g|^2, as optax
                 cast = lambda x, d: None if x is None else x.astype(d)  # noqa: E731
                 out = real_leaf(
-                    jnp.asarray(g, dtype), cast(m, dtype), cast(v, real), cast(v_max, real)
+                    jnp.asarray(g, dtype),
+                    cast(m, dtype),
+                    cast(v, real),
+                    cast(v_max, real),
+                    leaf_constants,
                 )
             step, m_new, v_new, r = out
-            m_new = store(m_new, stored_m, signed=True)
-            return step, m_new, store(v_new, stored_v, signed=False), r
+            return (
+                step.astype(jnp.result_type(g)),
+                store(m_new, stored_m, signed=True),
+                store(v_new, stored_v, signed=False),
+                None if stored_max is None else store(r, stored_max, signed=False),
+            )
+
+        def stepped(g, stored_m, stored_v, stored_max):
+            """``leaf``, over chunks of whole blocks where the moments are quantized."""
+            _check_layout(g, stored_m, quantization)
+            real = _numerics.real_dtype(_numerics.compute_dtype(jnp.result_type(g)))
+            leaf_constants = constants(real)  # outside the chunks' loop: traced once
+            if not isinstance(stored_m, _quantize.QuantizedArray):
+                return leaf(g, stored_m, stored_v, stored_max, leaf_constants)
+            assert quantization is not None
+            return _chunked.in_chunks(
+                lambda chunk: leaf(*chunk, leaf_constants),
+                (jnp.asarray(g), stored_m, stored_v, stored_max),
+                block_size=quantization.block_size,
+                chunk_size=quantization.chunk_size,
+            )
 
         grads, treedef = jax.tree.flatten(updates)
         mus = _moments_like(treedef, state.mu)
         nus = _moments_like(treedef, state.nu)
         maxes = _moments_like(treedef, state.nu_max) if amsgrad else [None] * len(grads)
-        out = [leaf(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
-        step = [s.astype(jnp.result_type(g)) for (s, *_), g in zip(out, grads, strict=True)]
-        nu_max = None
-        if amsgrad:
-            nu_max = treedef.unflatten(
-                [store(r, x, signed=False) for (*_, r), x in zip(out, maxes, strict=True)]
-            )
+        out = [stepped(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
         new_state = ScaleByAdamState(
             count=count,
             mu=treedef.unflatten([o[1] for o in out]),
             nu=treedef.unflatten([o[2] for o in out]),
-            nu_max=nu_max,
+            nu_max=treedef.unflatten([o[3] for o in out]) if amsgrad else None,
             mu_product=mu_product,
         )
-        return treedef.unflatten(step), new_state
+        return treedef.unflatten([o[0] for o in out]), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
 

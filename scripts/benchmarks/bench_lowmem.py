@@ -10,8 +10,9 @@ params: nothing is computed from a formula. Two param trees:
 - ``tree 1e7``: the GPT-like tree of the other benchmarks (``common.transformer_shapes``), 148
   arrays, 1.0e7 params, rows of 256 to 1024.
 
-It also compiles one donated step on the 1e7 tree and reads its memory analysis: whether the
-float32 moments that the quantized step dequantizes into are held as temporaries, and how large.
+It also compiles one donated step on the 1e7 tree and on one leaf of 1e7 and reads its memory
+analysis: the temporaries the step holds besides its arguments (the quantized step runs over
+chunks of whole blocks, ``adam_jax._chunked``), and its peak.
 And it plots the two dynamic code maps (``docs/img/lowmem_code_map.png``).
 
     python -m scripts.benchmarks.bench_lowmem     # writes docs/bench/lowmem_memory.json
@@ -73,6 +74,12 @@ def tree_params(dtype) -> list[jax.Array]:
         jnp.asarray(rng.standard_normal(s, dtype=np.float32), dtype)
         for s in common.transformer_shapes()
     ]
+
+
+def one_leaf_params(dtype) -> list[jax.Array]:
+    """One 1-D leaf of 1e7 params, standard normal (its last chunk is ragged)."""
+    rng = np.random.default_rng(0)
+    return [jnp.asarray(rng.standard_normal(10_000_000, dtype=np.float32), dtype)]
 
 
 def state_breakdown(state, n_params: int) -> dict[str, float]:
@@ -189,11 +196,12 @@ def main(argv=None) -> dict:
                 f"{row['params_plus_state_bytes_per_param']:8.3f}  {verdict}"
             )
     steps = []
-    if not args.no_step:
-        print("\ndonated step on the 1e7 tree, float32 params: bytes per param")
+    step_params = {"tree 1e7": tree_params, "one leaf of 1e7": one_leaf_params}
+    for params_name, make_step_params in step_params.items() if not args.no_step else ():
+        print(f"\ndonated step on the {params_name}, float32 params: bytes per param")
         for config in configurations()[:4]:
-            m = step_memory(config["tx"], tree_params(jnp.float32))
-            steps.append({"configuration": config["name"], **m})
+            m = step_memory(config["tx"], make_step_params(jnp.float32))
+            steps.append({"params": params_name, "configuration": config["name"], **m})
             print(
                 f"  {config['name']:28s} arguments {m['argument_bytes_per_param']:6.3f}  "
                 f"temporaries {m['temp_bytes_per_param']:6.3f}  "
