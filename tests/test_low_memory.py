@@ -317,11 +317,16 @@ def test_a_step_over_many_chunks_matches_the_model_bit_for_bit():
     jax.tree.map(np.testing.assert_array_equal, new_state, whole_state)
 
 
-@pytest.mark.parametrize("convention", sorted(adam_jax.CONVENTIONS))
-@pytest.mark.parametrize("name", ["adam", "amsgrad", "adamw", "nadam"])
+@pytest.mark.parametrize(
+    "name, convention",
+    [("adam", "pytorch"), ("amsgrad", "optax"), ("adamw", "keras"), ("nadam", "paper")]
+    + [("amsgrad", "paper"), ("nadam", "pytorch")],
+)
 def test_chunks_do_not_change_a_bit(name, convention):
     """Two steps from a random state, with weight decay under a mask: the same bits in chunks
-    of 200 elements (one block or row group at a time for "paper") as unchunked."""
+    of 200 elements (one block or row group at a time for "paper") as unchunked. The chunk loop
+    runs the convention's own per-leaf step, so each optimizer and each convention once (and
+    chunks of one unit with AMSGrad's maximum) covers every path through it."""
     params = _chunked_params(1)
     kwargs = {"mask": {"long": True, "short": False, "rows": True, "flat": False}}
     kwargs = kwargs if name == "adamw" else {}
