@@ -26,7 +26,8 @@ computes :math:`s_t` from float32 moments (:math:`s^{32}`) and from the 8-bit on
   :math:`v_{t-1} > 0` (1: the stored :math:`v` is unbiased); ``v_zero``: the fraction of those
   whose stored :math:`v` is 0.
 
-Two trajectories, each the task's own (``lowmem_study``'s settings, seed, schedule and data):
+Two trajectories, each with ``lowmem_study``'s settings of the task (steps, init, schedule, the
+task's optimizer and learning rate, data and seed):
 
 - ``float32``: float32 Adam; :math:`Q` is applied once, to its state of the previous step
   (the bias of one rounding);
@@ -43,8 +44,10 @@ Reference: Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR
 """
 
 import argparse
+import dataclasses
 import os
 import time
+import types
 from typing import Any, NamedTuple
 
 import jax
@@ -55,7 +58,8 @@ import optax
 import adam_jax
 from adam_jax import _quantize
 from adam_jax.training import loop
-from scripts.benchmarks import common, lowmem_study
+from adam_jax.training.tasks import get_task
+from scripts.benchmarks import common
 
 B1, B2, EPS = 0.9, 0.999, 1e-8  # the factories' defaults, passed explicitly
 TRAJECTORIES = ("float32", "8-bit state")
@@ -74,6 +78,24 @@ SUMS = (
     "v_zero",  # of those, the ones whose stored v is 0
     "size",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """A task's settings in ``lowmem_study``: its steps, the chunk between reports, the init,
+    the warmup before cosine decay (0: a constant learning rate) and the held-out metric."""
+
+    steps: int
+    chunk: int
+    init: str
+    warmup: int
+    metric: str
+
+
+SETTINGS = {
+    "lm": Settings(800, 100, "flax", 100, "test_perplexity"),
+    "digits": Settings(2000, 100, "torch", 0, "test_accuracy"),
+}
 
 
 class ProbeState(NamedTuple):
@@ -216,27 +238,41 @@ def ratios(s: np.ndarray) -> dict:
     }
 
 
+def make_problem(task_name: str, settings: Settings, seed: int):
+    """The task's problem with float32 params and compute, and its defaults."""
+    task = get_task(task_name)
+    config = types.SimpleNamespace(
+        rng_seed=seed,
+        batch_size=task.defaults["batch_size"],
+        dtype="float32",
+        init=settings.init,
+        init_from=None,
+    )
+    problem = task.make_problem(config, {"param_dtype": jnp.float32, "dtype": jnp.float32})
+    return problem, task.defaults
+
+
 def run(task_name: str, trajectory: str, steps: int, seed: int) -> dict:
     """One probed run of ``task_name``: per chunk, the held-out metric and the ratios."""
-    study = lowmem_study.STUDIES[task_name]
+    settings = SETTINGS[task_name]
     quantization = adam_jax.BlockQuantization()
-    problem, defaults = lowmem_study.make_problem(task_name, study, seed)
+    problem, defaults = make_problem(task_name, settings, seed)
     lr = defaults["lr"]
-    if study.warmup:
-        lr = optax.warmup_cosine_decay_schedule(0.0, defaults["lr"], study.warmup, steps)
+    if settings.warmup:
+        lr = optax.warmup_cosine_decay_schedule(0.0, defaults["lr"], settings.warmup, steps)
     eight_bit = trajectory == "8-bit state"
     kwargs = {"quantized_state": quantization} if eight_bit else {}
     inner = getattr(adam_jax, defaults["optimizer"])(lr, b1=B1, b2=B2, eps=EPS, **kwargs)
     optimizer = probed(inner, quantization, eight_bit)
     train_step = loop.make_train_step(problem, optimizer, loss_dtype=jnp.float32, learning_rate=lr)
-    run_chunk = loop.make_run_chunk(train_step, study.chunk)
+    run_chunk = loop.make_run_chunk(train_step, settings.chunk)
     evaluate = loop.make_evaluate(problem, jnp.float32)
     state = loop.init_state(problem, optimizer, seed)
     quantized = [quantization.applies_to(p) for p in jax.tree.leaves(problem.params)]
     names = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(state.params)]
     chunks, start_s = [], time.perf_counter()
-    for start in range(0, steps, study.chunk):
-        state, metrics, _ = run_chunk(state, problem.train, min(study.chunk, steps - start))
+    for start in range(0, steps, settings.chunk):
+        state, metrics, _ = run_chunk(state, problem.train, min(settings.chunk, steps - start))
         sums = np.stack([np.asarray(s) for s in jax.tree.leaves(state.opt_state.sums)])
         zeros = jax.tree.map(jnp.zeros_like, state.opt_state.sums)
         state = state._replace(opt_state=state.opt_state._replace(sums=zeros))
@@ -251,7 +287,7 @@ def run(task_name: str, trajectory: str, steps: int, seed: int) -> dict:
         }
         chunks.append(row)
         r = row["quantized_leaves"]
-        shown = f"  {study.metric} {row[study.metric]:.4f}" if study.metric in row else ""
+        shown = f"  {settings.metric} {row[settings.metric]:.4f}" if settings.metric in row else ""
         print(
             f"{task_name:>6} {trajectory:>11} step {row['step']:5d}{shown}  |s8|/|s32| "
             f"{r['rms_ratio']:.4f} (v only {r['rms_ratio_v_only']:.4f}, m only "
@@ -283,10 +319,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tasks", nargs="+", choices=["lm", "digits"], default=["lm"])
+    parser.add_argument("--tasks", nargs="+", choices=list(SETTINGS), default=["lm"])
     parser.add_argument("--trajectories", nargs="+", choices=TRAJECTORIES, default=TRAJECTORIES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, help="default: lowmem_study's steps of each task")
+    parser.add_argument("--steps", type=int, help="default: each task's SETTINGS")
     parser.add_argument("--out", default="docs", help="writes bench/lowmem_probe.json")
     return parser.parse_args(argv)
 
@@ -296,7 +332,7 @@ def main(argv=None) -> dict:
     result: dict = {"machine": common.machine(), "seed": args.seed, "tasks": {}}
     load_start = os.getloadavg()
     for task_name in args.tasks:
-        steps = args.steps or lowmem_study.STUDIES[task_name].steps
+        steps = args.steps or SETTINGS[task_name].steps
         result["tasks"][task_name] = {
             name: run(task_name, name, steps, args.seed) for name in args.trajectories
         }
