@@ -38,7 +38,8 @@ The probe does not change either run: the params get the optimizer's own updates
 taken over every step of a chunk and reported per chunk, per leaf and over the quantized
 leaves. Writes ``<out>/bench/lowmem_probe.json``.
 
-    python -m scripts.benchmarks.lowmem_probe --tasks lm --out /tmp/probe   # 2 x 800 lm steps
+    python -m scripts.benchmarks.lowmem_probe --out /tmp/probe   # 2 x 800 lm steps: ~25 min here
+    python -m scripts.benchmarks.lowmem_probe --tasks digits --out /tmp/probe   # ~1 min
 
 Reference: Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
 """
