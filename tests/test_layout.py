@@ -108,6 +108,7 @@ def test_each_program_is_in_the_folder_of_its_audience():
         "bench_packed",
         "lm_study",
         "lowmem_study",
+        "lowmem_probe",
         "eps_sweep",
     }
     assert {p.stem for p in programs("scripts/dev")} == {"mutants", "check_site", "parity_report"}

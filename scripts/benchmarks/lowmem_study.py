@@ -6,7 +6,7 @@ seed, through the training package's own step and chunked loop (``adam_jax.train
 
 - ``float32``: float32 params and moments (the reference);
 - ``8-bit state``: ``quantized_state=adam_jax.BlockQuantization()`` (block 256, leaves of at
-  least 4096 elements), float32 params;
+  least 4096 elements; ``--block-size``, ``--min-size``), float32 params;
 - ``bf16 params``: bfloat16 params and ``optax.apply_updates``'s plain round to nearest: an update
   under half an ulp of its weight is lost (no cure, to show the gap);
 - ``bf16 + stochastic``, ``bf16 + compensated``: bfloat16 params with ``param_rounding=``
@@ -23,6 +23,10 @@ held-out metrics and ``adam_jax.epsilon_report``. Writes ``<out>/bench/lowmem_st
 
     python -m scripts.benchmarks.lowmem_study            # 800 lm steps: ~30 min on 2 loaded cores
     python -m scripts.benchmarks.lowmem_study --quick --out /tmp/lowmem   # a smoke run, ~3 min
+    python -m scripts.benchmarks.lowmem_study --tasks lm --configs float32 --seed 1 --out /tmp/s1
+
+``--seed`` draws the initial weights, the batches' order and the stochastic rounding (the held-out
+split is fixed); ``--lr-scale`` multiplies every task's peak learning rate.
 """
 
 import argparse
@@ -104,11 +108,18 @@ def make_problem(task_name: str, study: Study, seed: int):
     return problem, task.defaults
 
 
-def make_optimizer(name: str, learning_rate, storage: Storage, seed: int):
-    """The task's optimizer (``adam_jax.<name>``) with the storage's options."""
+def make_optimizer(
+    name: str,
+    learning_rate,
+    storage: Storage,
+    seed: int,
+    quantization: adam_jax.BlockQuantization,
+):
+    """The task's optimizer (``adam_jax.<name>``) with the storage's options; ``quantization``
+    is the 8-bit rows' ``quantized_state``."""
     kwargs = {}
     if storage.quantized:
-        kwargs["quantized_state"] = adam_jax.BlockQuantization()
+        kwargs["quantized_state"] = quantization
     if storage.rounding is not None:
         kwargs["param_rounding"] = storage.rounding
     if storage.rounding == "stochastic":
@@ -116,16 +127,28 @@ def make_optimizer(name: str, learning_rate, storage: Storage, seed: int):
     return getattr(adam_jax, name)(learning_rate, **kwargs)
 
 
-def train(task_name: str, config_name: str, study: Study, steps: int, seed: int) -> dict:
-    """One run: losses every step, held-out metrics and the epsilon report after every chunk."""
+def train(
+    task_name: str,
+    config_name: str,
+    study: Study,
+    steps: int,
+    seed: int,
+    quantization: adam_jax.BlockQuantization,
+    lr_scale: float,
+) -> dict:
+    """One run: losses every step, held-out metrics and the epsilon report after every chunk.
+
+    ``quantization``: the 8-bit rows' layout; ``lr_scale``: multiplies the task's peak learning
+    rate (1: the task's default)."""
     storage = CONFIGS[config_name]
     problem, defaults = make_problem(task_name, study, seed)
     dtype = jnp.dtype(storage.param_dtype)
     problem = problem._replace(params=jax.tree.map(lambda p: p.astype(dtype), problem.params))
-    lr = defaults["lr"]
+    peak_lr = defaults["lr"] * lr_scale
+    lr = peak_lr
     if study.warmup:
-        lr = optax.warmup_cosine_decay_schedule(0.0, defaults["lr"], study.warmup, steps)
-    optimizer = make_optimizer(defaults["optimizer"], lr, storage, seed)
+        lr = optax.warmup_cosine_decay_schedule(0.0, peak_lr, study.warmup, steps)
+    optimizer = make_optimizer(defaults["optimizer"], lr, storage, seed, quantization)
     step = loop.make_train_step(problem, optimizer, loss_dtype=jnp.float32, learning_rate=lr)
     run_chunk = loop.make_run_chunk(step, study.chunk)
     evaluate = loop.make_evaluate(problem, jnp.float32)
@@ -233,7 +256,16 @@ def parse_args(argv=None):
     )
     parser.add_argument("--tasks", nargs="+", choices=list(STUDIES), default=list(STUDIES))
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the initial weights, the batches' order, the rounding"
+    )
+    parser.add_argument("--block-size", type=int, default=256, help="the 8-bit rows' block size")
+    parser.add_argument(
+        "--min-size", type=int, default=4096, help="the 8-bit rows' smallest quantized leaf"
+    )
+    parser.add_argument(
+        "--lr-scale", type=float, default=1.0, help="multiplies each task's peak learning rate"
+    )
     parser.add_argument("--quick", action="store_true", help="each task's quick_steps only")
     parser.add_argument(
         "--out", default="docs", help="writes bench/lowmem_study.json, img/lowmem_<task>.png"
@@ -243,7 +275,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    quantization = adam_jax.BlockQuantization(args.block_size, args.min_size)
     result = {"machine": common.machine(), "configs": {}, "tasks": {}}
+    result["options"] = {
+        "seed": args.seed,
+        "block_size": args.block_size,
+        "min_size": args.min_size,
+        "lr_scale": args.lr_scale,
+    }
     result["configs"] = {name: dataclasses.asdict(CONFIGS[name]) for name in args.configs}
     load_start = os.getloadavg()
     os.makedirs(os.path.join(args.out, "bench"), exist_ok=True)
@@ -251,7 +290,10 @@ def main(argv=None) -> dict:
     for task_name in args.tasks:
         study = STUDIES[task_name]
         steps = study.quick_steps if args.quick else study.steps
-        runs = {name: train(task_name, name, study, steps, args.seed) for name in args.configs}
+        runs = {
+            name: train(task_name, name, study, steps, args.seed, quantization, args.lr_scale)
+            for name in args.configs
+        }
         result["tasks"][task_name] = {
             "settings": {**dataclasses.asdict(study), "steps": steps},
             "runs": runs,
