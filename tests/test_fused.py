@@ -30,11 +30,22 @@ WEIGHT_DECAY = {"none": (0.0, False), "coupled": (WD, False), "decoupled": (WD, 
 # array traced by jit (given to adam_jax.adam, to optax.inject_hyperparams(adam_jax.adam) and
 # to fused_adam).
 LEARNING_RATES = ("constant", "schedule", "traced")
-CASES = list(
-    itertools.product(
-        sorted(adam_jax.CONVENTIONS), [False, True], WEIGHT_DECAY, [False, True], LEARNING_RATES
+CONVENTIONS = sorted(adam_jax.CONVENTIONS)
+# Every convention (its step coefficients) with every kernel instantiation (amsgrad x weight
+# decay); maximize (a sign among the kernel's scalars) and the learning rate's form (how that
+# scalar is made) rotate through these 24 rows so that any two values of any two options meet
+# in some row (asserted below). The full product, 144 compilations, tested no other code path.
+CASES = [
+    (convention, amsgrad, decay, (c + a + d) % 2 == 0, LEARNING_RATES[(c + a + d) % 3])
+    for (c, convention), (a, amsgrad), (d, decay) in itertools.product(
+        enumerate(CONVENTIONS), enumerate([False, True]), enumerate(WEIGHT_DECAY)
     )
-)
+]
+OPTIONS = (CONVENTIONS, [False, True], list(WEIGHT_DECAY), [False, True], LEARNING_RATES)
+assert all(
+    {(row[i], row[j]) for row in CASES} == set(itertools.product(OPTIONS[i], OPTIONS[j]))
+    for i, j in itertools.combinations(range(len(OPTIONS)), 2)
+), "every pair of option values must occur in CASES"
 FLAGS = ("amsgrad", "convention", "decoupled_weight_decay", "maximize")
 
 

@@ -293,22 +293,23 @@ def _train(argv, timeout=300):
     )
 
 
-def _flags() -> list[str]:
-    """The program's long flags, as its --help lists them (a black box: whatever lands)."""
-    proc = _train(["--help"], timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]  # test_train_help says more
-    return sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", proc.stdout)) - {"--help"})
+@pytest.fixture(scope="module")
+def train_help():
+    """``scripts/train.py --help``, run once for the module."""
+    return _train(["--help"], timeout=120)
 
 
 @pytest.fixture(scope="module")
-def train_flags():
-    return _flags()
+def train_flags(train_help):
+    """The program's long flags, as its --help lists them (a black box: whatever lands)."""
+    assert train_help.returncode == 0, train_help.stderr[-3000:]  # test_train_help says more
+    flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", train_help.stdout)
+    return sorted(set(flags) - {"--help"})
 
 
-def test_train_help():
-    proc = _train(["--help"], timeout=120)
-    assert proc.returncode == 0 and "--steps" in proc.stdout, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
+def test_train_help(train_help):
+    assert train_help.returncode == 0 and "--steps" in train_help.stdout, train_help.stderr[-3000:]
+    assert "Traceback" not in train_help.stderr
 
 
 def test_train_argv_fuzz(train_flags):

@@ -23,7 +23,8 @@ configs = st.fixed_dictionaries(
         "seed": st.integers(0, 2**31 - 1),
     }
 )
-property_settings = settings(max_examples=40, deadline=None)
+# derandomize: the same examples on every run, so that CI is reproducible.
+property_settings = settings(max_examples=40, deadline=None, database=None, derandomize=True)
 
 
 @functools.cache
