@@ -49,7 +49,11 @@ ARGV = st.lists(st.tuples(st.sampled_from(FLAGS), VALUES), max_size=5).map(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(argv=ARGV)
 def test_fuzzed_argv_is_one_line_exit_2(tmp_path, capsys, argv):
