@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from adam_jax.training import config as run_config
 from adam_jax.training import loop, optimizers
 from adam_jax.training.tasks import TASKS, get_task
 
@@ -78,8 +79,10 @@ def problems(task: str, seeds: int):
 
 
 def optimizer_config(name: str, lr, eps) -> SimpleNamespace:
-    """``--optimizer name --lr lr --eps eps``, the other flags at train.py's defaults."""
+    """``--optimizer name --lr lr --eps eps``, the other flags at train.py's defaults (the
+    settings added since the first runs at ``run_config.ADDED``'s, as an old config.json gets)."""
     return SimpleNamespace(
+        **run_config.ADDED,
         optimizer=name,
         lr=lr,
         schedule="constant",
