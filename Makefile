@@ -34,7 +34,7 @@ train: $(VENV)/.train  ## train the seed's MLP (scripts/train.py)
 test: $(VENV)/.test  ## ruff, mypy and the test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 docs: $(VENV)/.docs  ## build the docs site into site/
 	$(VENV)/bin/mkdocs build --strict
