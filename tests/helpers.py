@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adam_jax.training import loop
+
 SHAPES = {"scalar": (), "vector": (7,), "matrix": (4, 5), "cube": (2, 3, 4)}
 DECAY = 0.05  # the gradient depends on the params, so errors would compound
 
@@ -159,3 +161,24 @@ def run_on_8_cpu_devices(script: str) -> dict:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
+
+
+def full_batch_steps(problem, optimizer, steps: int):
+    """The training loop written out by hand: ``steps`` jitted full-batch steps of ``optimizer``
+    on ``problem`` (a task's problem), as ``(params, opt_state, losses)``: what train.py's
+    run of the same flags must equal."""
+    model_loss = loop.make_loss_fn(problem, "float32")
+
+    @jax.jit
+    def step(params, opt_state):
+        (loss, _), grads = jax.value_and_grad(model_loss, has_aux=True)(
+            params, (problem.train["x"], problem.train["y"])
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    params, opt_state, losses = problem.params, optimizer.init(problem.params), []
+    for _ in range(steps):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    return params, opt_state, losses

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 import adam_jax
-from tests.helpers import metrics_rows, read_json
+from tests.helpers import full_batch_steps, metrics_rows, read_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("flax", reason="scripts/train.py needs the train extra (flax)")
 pytest.importorskip("orbax.checkpoint", reason="scripts/train.py needs the train extra (orbax)")
 
-import optax  # noqa: E402
 
-from adam_jax.training import loop  # noqa: E402
 from adam_jax.training.tasks import seed  # noqa: E402
 
 SEED_PARAMS = 1000 * 100 + 100 + 100 * 10 + 10  # the seed's MLP, 1000 -> 100 -> 10
@@ -383,20 +381,7 @@ def test_nadam_is_adam_jax_nadam_with_the_same_flags(tmp_path, convention, momen
     )
     problem = seed.make_problem(config, {"param_dtype": np.float32, "dtype": np.float32})
     opt = adam_jax.nadam(1e-3, b1=0.8, momentum_decay=momentum_decay, convention=convention)
-    model_loss = loop.make_loss_fn(problem, "float32")
-
-    @jax.jit
-    def step(params, opt_state):
-        (loss, _), grads = jax.value_and_grad(model_loss, has_aux=True)(
-            params, (problem.train["x"], problem.train["y"])
-        )
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    params, opt_state, expected = problem.params, opt.init(problem.params), []
-    for _ in range(6):
-        params, opt_state, loss = step(params, opt_state)
-        expected.append(float(loss))
+    _, _, expected = full_batch_steps(problem, opt, 6)
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
     assert ours[-1] < ours[0]
 

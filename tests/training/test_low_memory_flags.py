@@ -12,7 +12,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 pytest.importorskip("flax", reason="adam_jax.training needs the train extra")
@@ -22,7 +21,7 @@ import adam_jax  # noqa: E402
 from adam_jax.training import checkpoint, cli, config, flags, loop, metrics, optimizers  # noqa: E402
 from adam_jax.training.rundir import read_config  # noqa: E402
 from adam_jax.training.tasks import TASKS  # noqa: E402
-from tests.helpers import metrics_rows, read_json  # noqa: E402
+from tests.helpers import full_batch_steps, metrics_rows, read_json  # noqa: E402
 
 FACTORIES = {
     "adam": adam_jax.adam,
@@ -103,20 +102,7 @@ def test_a_run_is_the_factory_stepped_directly_bit_for_bit(tmp_path):
         param_rounding="stochastic",
         rounding_seed=2**31,
     )
-    model_loss = loop.make_loss_fn(problem, "float32")
-
-    @jax.jit
-    def step(params, opt_state):
-        (loss, _), grads = jax.value_and_grad(model_loss, has_aux=True)(
-            params, (problem.train["x"], problem.train["y"])
-        )
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    params, opt_state, losses = problem.params, opt.init(problem.params), []
-    for _ in range(4):
-        params, opt_state, loss = step(params, opt_state)
-        losses.append(float(loss))
+    params, opt_state, losses = full_batch_steps(problem, opt, 4)
     assert [row["loss"] for row in metrics_rows(out)] == losses
     like = loop.TrainState(jnp.asarray(4, jnp.int32), params, opt_state, loop.data_key(0))
     restored = checkpoint.restore(str(out), like).state
