@@ -54,12 +54,10 @@ def sweep_settings(task: str) -> dict:
     return SWEEP.get(task, {"steps": defaults["steps"], "lrs": (defaults["lr"],)})
 
 
-def task_config(task: str, seed: int) -> SimpleNamespace:
-    """The flags ``scripts/train.py --task task --rng-seed seed`` runs with (no file, float32)."""
-    batch_size = get_task(task).defaults["batch_size"]
-    return SimpleNamespace(
-        rng_seed=seed, batch_size=batch_size, dtype="float32", init="torch", init_from=None
-    )
+def task_config(task: str, seed: int) -> run_config.RunConfig:
+    """The settings ``scripts/train.py --task task --rng-seed seed --init torch`` resolves to
+    (float32, no file; ``overwrite``: no check of a run directory, none is written)."""
+    return run_config.resolve({"task": task, "rng_seed": seed, "overwrite": True, "init": "torch"})
 
 
 def problems(task: str, seeds: int):

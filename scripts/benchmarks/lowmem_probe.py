@@ -48,7 +48,6 @@ import argparse
 import dataclasses
 import os
 import time
-import types
 from typing import Any, NamedTuple
 
 import jax
@@ -58,6 +57,7 @@ import optax
 
 import adam_jax
 from adam_jax import _quantize
+from adam_jax.training import config as run_config
 from adam_jax.training import loop
 from adam_jax.training.tasks import get_task
 from scripts.benchmarks import common
@@ -240,14 +240,12 @@ def ratios(s: np.ndarray) -> dict:
 
 
 def make_problem(task_name: str, settings: Settings, seed: int):
-    """The task's problem with float32 params and compute, and its defaults."""
+    """The task's problem with float32 params and compute, and its defaults: the settings
+    ``train.py --task task_name --rng-seed seed --init ...`` resolves to (``overwrite``: no
+    check of a run directory, none is written)."""
     task = get_task(task_name)
-    config = types.SimpleNamespace(
-        rng_seed=seed,
-        batch_size=task.defaults["batch_size"],
-        dtype="float32",
-        init=settings.init,
-        init_from=None,
+    config = run_config.resolve(
+        {"task": task_name, "rng_seed": seed, "overwrite": True, "init": settings.init}
     )
     problem = task.make_problem(config, {"param_dtype": jnp.float32, "dtype": jnp.float32})
     return problem, task.defaults

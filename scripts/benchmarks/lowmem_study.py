@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import os
 import time
-import types
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +40,7 @@ import numpy as np
 import optax
 
 import adam_jax
+from adam_jax.training import config as run_config
 from adam_jax.training import loop
 from adam_jax.training.tasks import get_task
 from scripts.benchmarks import common
@@ -95,14 +95,12 @@ STUDIES = {
 
 
 def make_problem(task_name: str, study: Study, seed: int):
-    """The task's problem with float32 params and compute, and its defaults."""
+    """The task's problem with float32 params and compute, and its defaults: the settings
+    ``train.py --task task_name --rng-seed seed --init ...`` resolves to (``overwrite``: no
+    check of a run directory, none is written)."""
     task = get_task(task_name)
-    config = types.SimpleNamespace(
-        rng_seed=seed,
-        batch_size=task.defaults["batch_size"],
-        dtype="float32",
-        init=study.init,
-        init_from=None,
+    config = run_config.resolve(
+        {"task": task_name, "rng_seed": seed, "overwrite": True, "init": study.init}
     )
     problem = task.make_problem(config, {"param_dtype": jnp.float32, "dtype": jnp.float32})
     return problem, task.defaults
