@@ -182,3 +182,10 @@ def full_batch_steps(problem, optimizer, steps: int):
         params, opt_state, loss = step(params, opt_state)
         losses.append(float(loss))
     return params, opt_state, losses
+
+
+def checkpoint_checksum(run_dir, step: int) -> str:
+    """The SHA-256 a run saved with checkpoint ``step`` (its state's arrays and metrics rows:
+    ``adam_jax.training.checkpoint.checksum``)."""
+    with open(os.path.join(run_dir, "checkpoints", str(step), "checksum", "metadata")) as f:
+        return json.load(f)["sha256"]

@@ -7,7 +7,6 @@ tests/test_quantize.py and tests/test_lowmem_bitsandbytes.py).
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ import adam_jax  # noqa: E402
 from adam_jax.training import checkpoint, cli, config, flags, loop, metrics, optimizers  # noqa: E402
 from adam_jax.training.rundir import read_config  # noqa: E402
 from adam_jax.training.tasks import TASKS  # noqa: E402
-from tests.helpers import full_batch_steps, metrics_rows, read_json  # noqa: E402
+from tests.helpers import checkpoint_checksum, full_batch_steps, metrics_rows, read_json  # noqa: E402
 
 FACTORIES = {
     "adam": adam_jax.adam,
@@ -73,12 +72,6 @@ def train(*argv) -> int:
     return cli.main([*map(str, argv), "--quiet"])
 
 
-def checksum(out, step: int) -> str:
-    """The SHA-256 of checkpoint ``step``'s arrays and rows (see checkpoint.checksum)."""
-    with open(os.path.join(out, "checkpoints", str(step), "checksum", "metadata")) as f:
-        return json.load(f)["sha256"]
-
-
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @pytest.mark.parametrize(("argv", "kwargs"), LOW_MEMORY)
 def test_flags_build_the_factorys_optimizer(name, argv, kwargs):
@@ -124,7 +117,7 @@ def test_resume_is_bitwise_with_8bit_state_and_stochastic_rounding(tmp_path):
     assert train(*argv, "--steps", 4, "--out", resumed) == 0
     assert train("--resume", resumed, "--steps", 8) == 0
     assert metrics_rows(resumed) == metrics_rows(straight)
-    assert checksum(resumed, 8) == checksum(straight, 8)
+    assert checkpoint_checksum(resumed, 8) == checkpoint_checksum(straight, 8)
     args = read_json(resumed / "config.json")["args"]
     assert (args["state_dtype"], args["stochastic_rounding"]) == ("8bit", True)
 

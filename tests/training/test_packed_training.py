@@ -21,7 +21,7 @@ pytest.importorskip("orbax.checkpoint", reason="checkpoints need the train extra
 
 from adam_jax.training import cli, config, optimizers  # noqa: E402
 from adam_jax.training.tasks import lm  # noqa: E402
-from tests.helpers import metrics_rows, read_json  # noqa: E402
+from tests.helpers import checkpoint_checksum, metrics_rows, read_json  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MASKED = ["--weight-decay-mask", "matrices"]
@@ -48,12 +48,6 @@ def train(*argv) -> int:
     return cli.main([*map(str, argv), "--quiet"])
 
 
-def checksum(out, step: int) -> str:
-    """The SHA-256 of checkpoint ``step``'s state and rows (see checkpoint.checksum)."""
-    with open(os.path.join(out, "checkpoints", str(step), "checksum", "metadata")) as f:
-        return json.load(f)["sha256"]
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_packed_run_is_bitwise_the_unpacked_run(tmp_path, case):
     flags = CASES[case]
@@ -63,7 +57,9 @@ def test_packed_run_is_bitwise_the_unpacked_run(tmp_path, case):
     tree, packed = metrics_rows(tmp_path / "tree"), metrics_rows(tmp_path / "packed")
     assert [r["step"] for r in tree] == list(range(1, steps + 1))
     assert packed == tree
-    assert checksum(tmp_path / "packed", steps) == checksum(tmp_path / "tree", steps)
+    assert checkpoint_checksum(tmp_path / "packed", steps) == checkpoint_checksum(
+        tmp_path / "tree", steps
+    )
     assert read_json(tmp_path / "packed" / "config.json")["args"]["packed"] is True
 
 
@@ -86,7 +82,7 @@ def test_a_run_resumes_across_forms_bitwise(straight, tmp_path, first, then):
     assert train(*RESUMED, *filter(None, [first]), "--steps", 8, "--out", out) == 0
     assert train("--resume", out, "--steps", 16, *filter(None, [then])) == 0
     assert metrics_rows(out) == metrics_rows(straight)
-    assert checksum(out, 16) == checksum(straight, 16)
+    assert checkpoint_checksum(out, 16) == checkpoint_checksum(straight, 16)
     history = read_json(out / "config.json")
     assert history["args"]["packed"] is (then == "--packed")  # this command's layout
 
@@ -177,7 +173,7 @@ def test_fsdp_packed_is_bitwise_fsdp_and_resumes_across_forms_and_meshes(tmp_pat
     assert len(reference) == 12
     for name in ("packed", "back"):
         assert metrics_rows(dirs[name]) == reference, name
-        assert checksum(dirs[name], 12) == checksum(dirs["tree"], 12), name
+        assert checkpoint_checksum(dirs[name], 12) == checkpoint_checksum(dirs["tree"], 12), name
     one = [r["loss"] for r in metrics_rows(dirs["one"])]
     losses = [r["loss"] for r in reference]
     assert one[:6] == losses[:6]  # saved on 8 devices; then one device sums the batch alone
