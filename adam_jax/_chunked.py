@@ -16,6 +16,9 @@ elements) or ``(A, B, C)`` with short rows (``A`` matrices of ``B`` rows of ``C 
 larger than a chunk, whole units of one slice (the slice's last chunk may be shorter: it holds
 the row's, or the matrix's, last block).
 
+The step also gets its chunk's element positions (row-major flat indices into the leaf), from
+which stochastic rounding draws each element's random bits: the same bits, chunked or not.
+
 Leaves that may be sharded are stepped whole: a loop of dynamic slices along a sharded axis
 would make XLA gather it. A leaf is taken as possibly sharded when a mesh axis of more than one
 device is in context (``jax.set_mesh``) and the leaf is sharded by it (Explicit axes) or its
@@ -46,8 +49,10 @@ def in_chunks(step: Callable, leaf: tuple, *, block_size: int, chunk_size: int) 
     """``step(leaf)``, computed over chunks of at most ``chunk_size`` elements of whole blocks.
 
     Args:
-      step: maps a tuple of same-shaped arrays and :class:`QuantizedArray` s (and Nones) to a
-        tuple of the same structure, shapes and dtypes, elementwise except within blocks.
+      step: ``step(arrays, positions)`` maps a tuple of same-shaped arrays and
+        :class:`QuantizedArray` s (and Nones) to a tuple of the same structure, shapes and
+        dtypes, elementwise except within blocks; ``positions()`` gives the elements' flat
+        (row-major) indices in the leaf, uint32, of the arrays' shape.
       leaf: the tuple, every array of one shape (a :class:`QuantizedArray`'s codes too).
       block_size: the quantization's block size.
       chunk_size: the most elements per chunk (one unit of blocks at least).
@@ -58,7 +63,8 @@ def in_chunks(step: Callable, leaf: tuple, *, block_size: int, chunk_size: int) 
     shape = _shape(leaf)
     size = math.prod(shape)
     if not shape or size <= chunk_size or any(_may_be_sharded(x) for x in _arrays(leaf)):
-        return step(leaf)
+        like = _arrays(leaf)[0]
+        return step(leaf, lambda: _positions(shape, (0,) * len(shape), shape, like))
     k = rows_per_block(shape, block_size)
     if k > 1:  # short rows: units of k rows of a matrix
         view: tuple[int, ...] = (math.prod(shape[:-2]), shape[-2], shape[-1])
@@ -129,12 +135,26 @@ def _run_region(step, views, out, region: _Region, view, unit, block_size) -> tu
             QuantizedArray(o.codes, x.scales) if isinstance(x, QuantizedArray) else x
             for x, o in zip(views, out, strict=True)
         )
-        new = step(_map(read, sources))
+        new = step(_map(read, sources), lambda: _positions(chunk_shape, starts, view))
         return tuple(None if x is None else write(x, y) for x, y in zip(out, new, strict=True))
 
     if region.chunks == 1:
         return one_chunk(0, out)
     return lax.fori_loop(0, region.chunks, one_chunk, out)
+
+
+def _positions(shape: tuple[int, ...], starts: tuple, whole: tuple[int, ...], like=None):
+    """The flat (row-major) indices in an array of shape ``whole`` of its ``shape`` slice at
+    ``starts``, uint32 (sharded like ``like``)."""
+    if not shape:
+        return jnp.uint32(0)
+    sharding = None if like is None else jax.typeof(like).sharding
+    strides = [math.prod(whole[d + 1 :]) for d in range(len(whole))]
+    total = jnp.uint32(0)
+    for d, (start, stride) in enumerate(zip(starts, strides, strict=True)):
+        along = lax.broadcasted_iota(jnp.uint32, shape, d, out_sharding=sharding)
+        total = total + (along + jnp.asarray(start).astype(jnp.uint32)) * jnp.uint32(stride)
+    return total
 
 
 def _result_buffer(x):

@@ -336,12 +336,17 @@ def scale_by_moments(
             return _quantize.dequantize(stored, signed=signed, block_size=quantization.block_size)
         return stored
 
-    def store(value, like, *, signed: bool):
-        """``value`` in the storage of ``like``: its dtype, or its 8-bit codes."""
+    def store(value, like, *, signed: bool, random_bits=None):
+        """``value`` in the storage of ``like``: its dtype, or its 8-bit codes (rounded
+        stochastically with ``random_bits``)."""
         if isinstance(like, _quantize.QuantizedArray):
             assert quantization is not None
-            value = value.astype(jnp.float32)
-            return _quantize.quantize(value, signed=signed, block_size=quantization.block_size)
+            return _quantize.quantize(
+                value.astype(jnp.float32),
+                signed=signed,
+                block_size=quantization.block_size,
+                random_bits=random_bits,
+            )
         return value.astype(like.dtype)
 
     def update_fn(updates, state, params=None):
@@ -377,8 +382,9 @@ def scale_by_moments(
                 r = jnp.maximum(v_max, v_new * leaf_scalars.before_max)
             return direction.step(LeafMoments(m_new, r, g), leaf_scalars), m_new, v_new, r
 
-        def leaf(g, stored_m, stored_v, stored_max, leaf_constants):
-            """One leaf's step, in the gradient's dtype, and new moments, stored as the old."""
+        def leaf(g, stored_m, stored_v, stored_max, leaf_constants, random_bits=(None,) * 3):
+            """One leaf's step, in the gradient's dtype, and new moments, stored as the old
+            (``random_bits``: each moment's, for stochastic rounding of its codes)."""
             m = load(stored_m, signed=True)
             v, v_max = (
                 None if x is None else load(x, signed=False) for x in (stored_v, stored_max)
@@ -401,14 +407,17 @@ def scale_by_moments(
                     leaf_constants,
                 )
             step, m_new, v_new, r = out
+            bits_m, bits_v, bits_max = random_bits
             return (
                 step.astype(jnp.result_type(g)),
-                store(m_new, stored_m, signed=True),
-                store(v_new, stored_v, signed=False),
-                None if stored_max is None else store(r, stored_max, signed=False),
+                store(m_new, stored_m, signed=True, random_bits=bits_m),
+                store(v_new, stored_v, signed=False, random_bits=bits_v),
+                None
+                if stored_max is None
+                else store(r, stored_max, signed=False, random_bits=bits_max),
             )
 
-        def stepped(g, stored_m, stored_v, stored_max):
+        def stepped(index, g, stored_m, stored_v, stored_max):
             """``leaf``, over chunks of whole blocks where the moments are quantized."""
             _check_layout(g, stored_m, quantization)
             real = _numerics.real_dtype(_numerics.compute_dtype(jnp.result_type(g)))
@@ -416,18 +425,35 @@ def scale_by_moments(
             if not isinstance(stored_m, _quantize.QuantizedArray):
                 return leaf(g, stored_m, stored_v, stored_max, leaf_constants)
             assert quantization is not None
+            keys = None
+            if quantization.rounding == "stochastic":  # m's, v's and the maximum's; outside too
+                leaf_key = jax.random.fold_in(step_key, index)
+                keys = jax.random.key_data(jax.random.split(leaf_key, 3))
+
+            def chunk_step(chunk, positions):
+                if keys is None:
+                    return leaf(*chunk, leaf_constants)
+                at = positions()
+                bits = [
+                    _quantize.position_bits(k, at) for k in keys[: 2 + (stored_max is not None)]
+                ]
+                return leaf(*chunk, leaf_constants, (*bits, None)[:3])
+
             return _chunked.in_chunks(
-                lambda chunk: leaf(*chunk, leaf_constants),
+                chunk_step,
                 (jnp.asarray(g), stored_m, stored_v, stored_max),
                 block_size=quantization.block_size,
                 chunk_size=quantization.chunk_size,
             )
 
+        step_key = None
+        if quantization is not None and quantization.rounding == "stochastic":
+            step_key = jax.random.fold_in(jax.random.key(quantization.seed), count)
         grads, treedef = jax.tree.flatten(updates)
         mus = _moments_like(treedef, state.mu)
         nus = _moments_like(treedef, state.nu)
         maxes = _moments_like(treedef, state.nu_max) if amsgrad else [None] * len(grads)
-        out = [stepped(*args) for args in zip(grads, mus, nus, maxes, strict=True)]
+        out = [stepped(i, *args) for i, args in enumerate(zip(grads, mus, nus, maxes, strict=True))]
         new_state = ScaleByAdamState(
             count=count,
             mu=treedef.unflatten([o[1] for o in out]),
@@ -492,6 +518,12 @@ def _check_quantizable(params, quantization) -> None:
     if quantization is None:
         return
     for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if quantization.rounding == "stochastic" and jnp.size(p) >= 2**32:
+            raise ValueError(
+                f"rounding='stochastic' draws each element's bits from its uint32 position; "
+                f"the leaf {jax.tree_util.keystr(path)} has {jnp.size(p)} >= 2**32 elements. "
+                "Split it, or use rounding='nearest'."
+            )
         if jnp.result_type(p) == jnp.float64:
             raise ValueError(
                 f"quantized_state with float64 params (the leaf {jax.tree_util.keystr(path)}): "

@@ -12,6 +12,13 @@ the largest power-of-two number of whole rows of one matrix that fits in
 ``block_size`` elements. Arithmetic is float64, rounded to float32 where the
 definition rounds (x / N and c * N are each one correctly rounded float32 operation,
 which a float64 operation on float32 operands followed by one rounding reproduces).
+
+Stochastic rounding (``random_bits`` given; Gupta et al., 2015), as adam_jax states it: of the
+two codes ``c_l <= y < c_{l+1}`` around ``y = x / N`` (``l = 0`` below ``c_0``), take ``l + 1``
+when ``(r >> 8) * 2**-24 < (y - c_l) * w_l`` (each operation one float32 rounding; ``w_l`` is
+``1 / (c_{l+1} - c_l)`` with the gap and the quotient rounded to float32, ``w_255 = 1``), else
+``l``; a subnormal ``y`` counts as 0, a NaN ``y`` takes code 0, and for the unsigned map a
+positive ``y`` takes code 1 at least.
 """
 
 import numpy as np
@@ -72,11 +79,31 @@ def block_layout(shape, block_size):
     return (*shape[:-1], len(starts)), blocks
 
 
-def quantize(x, code, *, signed, block_size):
-    """Returns (codes uint8 of x's shape, scales float32 of one value per block)."""
+def _round_stochastically(normalized, code32, bits, signed):
+    """The code below or above each float32 ``normalized`` value, from its random ``bits``."""
+    y = np.float32(_flush(np.asarray(normalized, np.float32)))
+    lower = np.searchsorted(code32, y, side="right") - 1  # the last code <= y
+    lower = np.where(np.isnan(y), 0, np.maximum(lower, 0))
+    gaps = np.append(np.float32(code32[1:] - code32[:-1]), np.float32(1))
+    inverse = np.float32(np.float32(1) / gaps)
+    with np.errstate(invalid="ignore"):
+        fraction = np.float32(np.float32(y - code32[lower]) * inverse[lower])
+        uniform = np.float32(np.asarray(bits, np.uint32) >> np.uint32(8)) * np.float32(2.0**-24)
+        codes = lower + (uniform < fraction)
+        if not signed:
+            codes = np.where((codes == 0) & (y > 0), 1, codes)
+    return codes
+
+
+def quantize(x, code, *, signed, block_size, random_bits=None):
+    """Returns (codes uint8 of x's shape, scales float32 of one value per block); with
+    ``random_bits`` (uint32, x's shape), stochastically rounded codes."""
     x = np.asarray(x, np.float32)
     array = _flush(x.reshape(x.shape or (1,)).astype(np.float64))
+    code32 = np.asarray(code, np.float32)
     code = np.asarray(code, np.float64)
+    if random_bits is not None:
+        random_bits = np.asarray(random_bits, np.uint32).reshape(array.shape)
     codes = np.zeros(array.shape, np.uint8)
     scales_shape, blocks = block_layout(array.shape, block_size)
     scales = np.zeros(scales_shape, np.float32)
@@ -88,7 +115,12 @@ def quantize(x, code, *, signed, block_size):
         normalized = np.float32(values / (scale if scale != 0 else 1.0)).astype(np.float64)
         # argmin takes the first of equal distances (the lower code), and 0 for NaN;
         # the distances are exact wherever two of them are close to equal.
-        codes[elements] = np.argmin(np.abs(normalized[..., None] - code), axis=-1)
+        if random_bits is None:
+            codes[elements] = np.argmin(np.abs(normalized[..., None] - code), axis=-1)
+        else:
+            codes[elements] = _round_stochastically(
+                normalized, code32, random_bits[elements], signed
+            )
     return codes.reshape(x.shape), scales.reshape(scales.shape if x.shape else ())
 
 

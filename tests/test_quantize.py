@@ -24,12 +24,16 @@ def _canonical_bits(x) -> np.ndarray:
     return np.where(np.isnan(x), np.float32(np.nan), x).view(np.uint32)
 
 
-def _assert_matches_reference(x, *, signed, block_size):
+def _assert_matches_reference(x, *, signed, block_size, random_bits=None):
     """quantize and dequantize equal the float64 model bit for bit; returns the result."""
-    q = quantize(x, signed=signed, block_size=block_size)
+    q = quantize(x, signed=signed, block_size=block_size, random_bits=random_bits)
     code = code_map(signed)
     codes, scales = reference.quantize(
-        np.asarray(x, np.float32), code, signed=signed, block_size=block_size
+        np.asarray(x, np.float32),
+        code,
+        signed=signed,
+        block_size=block_size,
+        random_bits=random_bits,
     )
     assert q.codes.dtype == np.uint8 and q.codes.shape == np.shape(x)
     assert q.scales.dtype == np.float32 and q.scales.shape == scales.shape
@@ -203,6 +207,109 @@ def test_any_array_matches_the_reference(x, block_size, signed):
     if not signed:
         x = np.abs(x)
     _assert_matches_reference(x, signed=signed, block_size=block_size)
+
+
+# -- stochastic rounding ------------------------------------------------------------------------
+
+
+def _random_bits(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2**32, shape, dtype=np.uint32)
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize("bits", ["random", "all zeros", "all ones"])
+def test_stochastic_rounding_at_every_boundary_matches_the_reference(signed, bits):
+    """Bits of all zeros take the code below unless the value is a code (or, unsigned, a
+    positive value below the first nonzero code); all ones the code above unless it is one."""
+    values = _boundary_values(signed)
+    block = 32
+    rows = -(-len(values) // (block - 1))
+    x = np.zeros((rows, block), np.float32)
+    x[:, 0] = 1.0
+    x[:, 1:].reshape(-1)[: len(values)] = values
+    random_bits = {
+        "random": _random_bits(x.shape),
+        "all zeros": np.zeros(x.shape, np.uint32),
+        "all ones": np.full(x.shape, 2**32 - 1, np.uint32),
+    }[bits]
+    q, got = _assert_matches_reference(x, signed=signed, block_size=block, random_bits=random_bits)
+    code = code_map(signed)
+    below = code[np.clip(np.searchsorted(code, x, side="right") - 1, 0, 255)]
+    if bits == "all zeros":
+        floor = np.where((below == 0) & (x > 0) & (not signed), code[1], below)
+        np.testing.assert_array_equal(got, floor)
+    elif bits == "all ones":
+        is_code = np.isin(x, code) | (x < code[0])
+        above = code[np.clip(np.searchsorted(code, x, side="right"), 0, 255)]
+        np.testing.assert_array_equal(got, np.where(is_code, below, above))
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+@pytest.mark.parametrize(
+    ("shape", "block_size"), [((4096,), 256), ((3, 5, 33), 32), ((7, 300), 64)]
+)
+def test_stochastic_random_arrays_match_the_reference(signed, shape, block_size):
+    rng = np.random.default_rng(sum(shape) + block_size)
+    x = rng.standard_normal(shape) * 10.0 ** rng.integers(-30, 30, shape[:-1] + (1,))
+    x *= rng.random(shape) < 0.9
+    x = np.float32(x if signed else np.abs(x))
+    _assert_matches_reference(
+        x, signed=signed, block_size=block_size, random_bits=_random_bits(shape, 1)
+    )
+
+
+@settings(max_examples=30, deadline=None, database=None, derandomize=True)
+@given(
+    x=hnp.arrays(
+        np.float32, hnp.array_shapes(min_dims=0, max_dims=3, max_side=70), elements=_FLOATS
+    ),
+    signed=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_stochastic_any_array_matches_the_reference(x, signed, seed):
+    if not signed:
+        x = np.abs(x)
+    _assert_matches_reference(
+        x, signed=signed, block_size=32, random_bits=_random_bits(x.shape, seed)
+    )
+
+
+@pytest.mark.parametrize("signed", SIGNS)
+def test_stochastic_rounding_is_exact_on_average(signed):
+    """Each value lies between two codes; over 2**14 draws the mean of its dequantized values
+    is the value, within 5 standard errors (one draw's deviation is at most half the gap)."""
+    code = code_map(signed).astype(np.float64)
+    rng = np.random.default_rng(5)
+    values = rng.uniform(-1 if signed else 0, 1, 31) * 10.0 ** -rng.integers(0, 6, 31)
+    draws = 2**14
+    x = np.zeros((draws, 32), np.float32)
+    x[:, 0] = 1.0  # absmax 1: x / N = x
+    x[:, 1:] = np.float32(values)
+    q = quantize(x, signed=signed, block_size=32, random_bits=_random_bits(x.shape, 2))
+    got = np.asarray(dequantize(q, signed=signed, block_size=32), np.float64)[:, 1:]
+    lower = np.searchsorted(code, np.float32(values), side="right") - 1
+    gap = code[np.minimum(lower + 1, 255)] - code[lower]
+    error = np.abs(got.mean(axis=0) - np.float32(values))
+    assert np.all(error <= 5 * gap / 2 / np.sqrt(draws) + 1e-12)
+    nearest = np.asarray(
+        dequantize(quantize(x[:1], signed=signed, block_size=32), signed=signed, block_size=32)
+    )[0, 1:]
+    assert np.mean(np.abs(nearest - np.float32(values)) > 10 * error) > 0.5  # a real gain
+
+
+def test_stochastic_rounding_never_stores_a_positive_second_moment_as_zero():
+    x = np.float32([1.0, 1e-7, 3e-8, 1e-30, 0.0, -0.0] + [0.0] * 26)  # 1e-7: below code 1
+    for seed in range(8):
+        q = quantize(x, signed=False, block_size=32, random_bits=_random_bits(x.shape, seed))
+        codes = np.asarray(q.codes)
+        assert codes[1:4].tolist() == [1, 1, 1] and codes[4:].max() == 0
+
+
+def test_random_bits_must_be_uint32_of_x_shape():
+    with pytest.raises(ValueError, match=r"random_bits must be a uint32 array of x's shape \(4,\)"):
+        quantize(jnp.ones(4), signed=True, block_size=32, random_bits=jnp.zeros(4, jnp.int32))
+    with pytest.raises(ValueError, match=r"got uint32 of shape \(5,\)"):
+        quantize(jnp.ones(4), signed=True, block_size=32, random_bits=jnp.zeros(5, jnp.uint32))
 
 
 # -- the cases the paper leaves open --------------------------------------------------------------

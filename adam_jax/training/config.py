@@ -41,6 +41,7 @@ ADDED = {
     "state_dtype": None,
     "quant_block_size": None,
     "quant_min_size": None,
+    "quant_rounding": None,
     "stochastic_rounding": False,
     "compensated_rounding": False,
 }
@@ -82,6 +83,7 @@ class RunConfig:
     state_dtype: str | None  # None: --mu-dtype and --nu-dtype (adam_jax's defaults)
     quant_block_size: int | None  # --state-dtype 8bit; None: the library's default
     quant_min_size: int | None
+    quant_rounding: str | None
     stochastic_rounding: bool
     compensated_rounding: bool
     loss_scale: float
@@ -145,6 +147,7 @@ OPTIONAL = (
     "state_dtype",
     "quant_block_size",
     "quant_min_size",
+    "quant_rounding",
     "coordinator",
     "num_processes",
     "process_id",
@@ -239,6 +242,7 @@ CHECKS = {
     "state_dtype": _choice(STATE_DTYPES),
     "quant_block_size": _int,
     "quant_min_size": _int,
+    "quant_rounding": _choice(("nearest", "stochastic")),
     "stochastic_rounding": _switch,
     "compensated_rounding": _switch,
     "loss_scale": _number(0, math.inf, low_open=True),

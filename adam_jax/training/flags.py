@@ -158,6 +158,12 @@ def build_parser() -> Parser:
         help="--state-dtype 8bit: leaves of fewer elements keep float32 moments "
         f"({block.min_size})",
     )
+    prec.add_argument(
+        "--quant-rounding",
+        choices=["nearest", "stochastic"],
+        help="--state-dtype 8bit: how new moments take their codes; stochastic: exact on "
+        f"average, keyed from --rng-seed ({block.rounding})",
+    )
     switch(
         prec,
         "stochastic_rounding",

@@ -41,6 +41,8 @@ SIXTEEN_BIT = ("bfloat16", "float16")
 # --stochastic-rounding's seed is --rng-seed + this: never an int the weights' init takes
 # (--rng-seed < 2**31), so the rounding's key is a stream apart from theirs.
 ROUNDING_SEED_OFFSET = 2**31
+# --quant-rounding stochastic's seed: --rng-seed + this, a third stream.
+MOMENT_ROUNDING_SEED_OFFSET = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +115,18 @@ def get_entry(name: str) -> OptimizerEntry:
 
 
 def block_quantization(config) -> adam_jax.BlockQuantization:
-    """``--state-dtype 8bit``'s ``BlockQuantization``: ``--quant-block-size`` and
-    ``--quant-min-size``, the library's defaults where unset."""
-    sizes = {"block_size": config.quant_block_size, "min_size": config.quant_min_size}
-    return adam_jax.BlockQuantization(**{k: v for k, v in sizes.items() if v is not None})
+    """``--state-dtype 8bit``'s ``BlockQuantization``: ``--quant-block-size``,
+    ``--quant-min-size`` and ``--quant-rounding``, the library's defaults where unset; the
+    stochastic rounding's seed is ``--rng-seed`` + ``MOMENT_ROUNDING_SEED_OFFSET``."""
+    given = {
+        "block_size": config.quant_block_size,
+        "min_size": config.quant_min_size,
+        "rounding": config.quant_rounding,
+    }
+    seed = MOMENT_ROUNDING_SEED_OFFSET + config.rng_seed
+    return adam_jax.BlockQuantization(
+        **{k: v for k, v in given.items() if v is not None}, seed=seed
+    )
 
 
 def check_low_memory(config) -> None:
@@ -136,7 +146,7 @@ def check_low_memory(config) -> None:
                 f"{state} sets both moments' storage; it conflicts with {flag} {given} "
                 f"(give --state-dtype or {flag}, not both)",
             )
-    for name in ("block_size", "min_size"):
+    for name in ("block_size", "min_size", "rounding"):
         value = getattr(config, f"quant_{name}")
         if value is None:
             continue

@@ -29,11 +29,11 @@ time is per step. Caches are warm: the turn starts with one untimed step.
     python -m scripts.benchmarks.bench_update --sizes 1e6,1e7,1e8,3e8 --device gpu --json gpu.json
 
 ``--lowmem`` times another row set: ``adam_jax.adam`` / ``amsgrad`` with float32 moments against
-the same with 8-bit block-quantized moments (``quantized_state=adam_jax.BlockQuantization()``),
-interleaved in the same rounds as the axpy. There the bytes a step must stream are measured from
-its arrays: read params, gradients and state, write params and state (28 B/param in float32, about
-16 with 8-bit moments); the compiled kernels' own traffic (``common.hlo_traffic``) is reported
-beside it.
+the same with 8-bit block-quantized moments (``quantized_state=adam_jax.BlockQuantization()``,
+rounded to the nearest code and stochastically), interleaved in the same rounds as the axpy.
+There the bytes a step must stream are measured from its arrays: read params, gradients and
+state, write params and state (28 B/param in float32, about 16 with 8-bit moments); the compiled
+kernels' own traffic (``common.hlo_traffic``) is reported beside it.
 
     python -m scripts.benchmarks.bench_update --lowmem --sizes 1e5,1e6,1e7 --reps 20 --no-torch
 """
@@ -252,7 +252,8 @@ def analyse(times, meta, calls):
 
 # --- low-memory Adam: float32 against 8-bit moments ------------------------------------------
 
-STORAGES = ("float32", "8-bit")
+# The moments' storage -> BlockQuantization's rounding (None: float32 moments).
+STORAGES = {"float32": None, "8-bit nearest": "nearest", "8-bit stochastic": "stochastic"}
 
 
 def streamed_bytes(params, state, grads) -> int:
@@ -268,13 +269,14 @@ def measure_lowmem_group(cases, args, device, torch, torch_device):
     """Times float32 and 8-bit Adam and AMSGrad steps of every case in ``cases`` round-robin."""
     impls, meta = {}, {}
     rng = np.random.default_rng(0)
-    quantized = adam_jax.BlockQuantization()
     for label, shapes in cases:
         n = int(sum(np.prod(s) for s in shapes))
         grads = [jax.device_put(rng.standard_normal(s, dtype=np.float32), device) for s in shapes]
         for algo in ("adam", "amsgrad"):
-            for storage in STORAGES:
-                options = {"quantized_state": quantized} if storage == "8-bit" else {}
+            for storage, rounding in STORAGES.items():
+                options = {}
+                if rounding is not None:
+                    options["quantized_state"] = adam_jax.BlockQuantization(rounding=rounding)
                 tx = adam_jax.adam(LR, amsgrad=algo == "amsgrad", **options)
                 params = [jax.device_put(jnp.zeros(s, jnp.float32), device) for s in shapes]
                 state_shapes = jax.eval_shape(tx.init, params)
@@ -319,7 +321,7 @@ def analyse_lowmem(times, meta, calls):
                     "times_s": t.tolist(),
                     **{k: v for k, v in m.items() if k != "n"},
                 }
-                if storage == "8-bit":
+                if storage != "float32":
                     row["ratio_to_float32"] = common.ratio(t, times[(label, algo, "float32")])
                 rows.append(row)
     return rows
@@ -327,7 +329,7 @@ def analyse_lowmem(times, meta, calls):
 
 def print_lowmem_table(rows):
     head = (
-        f"{'case':>8} {'algo':>8} {'state':>8} {'median':>10} {'p10-p90':>21} {'ns/param':>8} "
+        f"{'case':>8} {'algo':>8} {'state':>16} {'median':>10} {'p10-p90':>21} {'ns/param':>8} "
         f"{'B/param':>7} {'HLO B':>6} {'GB/s':>6} {'%axpy':>6} {'/fp32 [p10, p90]':>19}"
     )
     print(head)
@@ -338,7 +340,7 @@ def print_lowmem_table(rows):
         ratio = r.get("ratio_to_float32")
         versus = f"{ratio['median']:.2f} [{ratio['p10']:.2f}, {ratio['p90']:.2f}]" if ratio else ""
         print(
-            f"{r['case']:>8} {r['algo']:>8} {r['storage']:>8} {common.fmt_time(t['median']):>10} "
+            f"{r['case']:>8} {r['algo']:>8} {r['storage']:>16} {common.fmt_time(t['median']):>10} "
             f"{spread:>21} {r['time_per_param_ns']:8.3f} {r['bytes_per_param']:7.2f} "
             f"{r['hlo_bytes_per_param']:6.1f} {r['gbps']:6.1f} {100 * r['frac_axpy']:6.0f} "
             f"{versus:>19}"

@@ -5,8 +5,8 @@ Each task is trained once per configuration, in one process, from the same initi
 seed, through the training package's own step and chunked loop (``adam_jax.training.loop``):
 
 - ``float32``: float32 params and moments (the reference);
-- ``8-bit state``: ``quantized_state=adam_jax.BlockQuantization()`` (block 256, leaves of at
-  least 4096 elements; ``--block-size``, ``--min-size``), float32 params;
+- ``8-bit state``: ``quantized_state=adam_jax.BlockQuantization()`` (the library's defaults, or
+  ``--block-size``, ``--min-size``, ``--moment-rounding``), float32 params;
 - ``bf16 params``: bfloat16 params and ``optax.apply_updates``'s plain round to nearest: an update
   under half an ulp of its weight is lost (no cure, to show the gap);
 - ``bf16 + stochastic``, ``bf16 + compensated``: bfloat16 params with ``param_rounding=``
@@ -257,9 +257,21 @@ def parse_args(argv=None):
     parser.add_argument(
         "--seed", type=int, default=0, help="the initial weights, the batches' order, the rounding"
     )
-    parser.add_argument("--block-size", type=int, default=256, help="the 8-bit rows' block size")
+    library = adam_jax.BlockQuantization()
     parser.add_argument(
-        "--min-size", type=int, default=4096, help="the 8-bit rows' smallest quantized leaf"
+        "--block-size", type=int, default=library.block_size, help="the 8-bit rows' block size"
+    )
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=library.min_size,
+        help="the 8-bit rows' smallest quantized leaf",
+    )
+    parser.add_argument(
+        "--moment-rounding",
+        choices=("nearest", "stochastic"),
+        default=library.rounding,
+        help="how the 8-bit rows' moments are rounded to codes (seeded by --seed)",
     )
     parser.add_argument(
         "--lr-scale", type=float, default=1.0, help="multiplies each task's peak learning rate"
@@ -273,12 +285,15 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    quantization = adam_jax.BlockQuantization(args.block_size, args.min_size)
+    quantization = adam_jax.BlockQuantization(
+        args.block_size, args.min_size, rounding=args.moment_rounding, seed=args.seed
+    )
     result = {"machine": common.machine(), "configs": {}, "tasks": {}}
     result["options"] = {
         "seed": args.seed,
         "block_size": args.block_size,
         "min_size": args.min_size,
+        "moment_rounding": args.moment_rounding,
         "lr_scale": args.lr_scale,
     }
     result["configs"] = {name: dataclasses.asdict(CONFIGS[name]) for name in args.configs}

@@ -29,11 +29,20 @@ FACTORIES = {
     "nadam": adam_jax.nadam,
 }
 # flags -> the factory's keyword arguments they stand for (--rng-seed 0: rounding seed 2**31).
+MOMENT_SEED = 2**30  # --quant-rounding stochastic's seed at --rng-seed 0
 LOW_MEMORY = [
-    (["--state-dtype", "8bit"], {"quantized_state": adam_jax.BlockQuantization()}),
+    (["--state-dtype", "8bit"], {"quantized_state": adam_jax.BlockQuantization(seed=MOMENT_SEED)}),
     (
         ["--state-dtype", "8bit", "--quant-block-size", "64", "--quant-min-size", "0"],
-        {"quantized_state": adam_jax.BlockQuantization(block_size=64, min_size=0)},
+        {
+            "quantized_state": adam_jax.BlockQuantization(
+                block_size=64, min_size=0, seed=MOMENT_SEED
+            )
+        },
+    ),
+    (
+        ["--state-dtype", "8bit", "--quant-rounding", "stochastic"],
+        {"quantized_state": adam_jax.BlockQuantization(rounding="stochastic", seed=MOMENT_SEED)},
     ),
     (["--state-dtype", "bfloat16"], {"mu_dtype": "bfloat16", "nu_dtype": "bfloat16"}),
     (
@@ -43,7 +52,10 @@ LOW_MEMORY = [
     (["--param-dtype", "float16", "--compensated-rounding"], {"param_rounding": "compensated"}),
     (
         ["--state-dtype", "8bit", "--param-dtype", "bfloat16", "--compensated-rounding"],
-        {"quantized_state": adam_jax.BlockQuantization(), "param_rounding": "compensated"},
+        {
+            "quantized_state": adam_jax.BlockQuantization(seed=MOMENT_SEED),
+            "param_rounding": "compensated",
+        },
     ),
 ]
 
@@ -52,6 +64,7 @@ NEW_SETTINGS = (
     "state_dtype",
     "quant_block_size",
     "quant_min_size",
+    "quant_rounding",
     "stochastic_rounding",
     "compensated_rounding",
 )
@@ -178,6 +191,7 @@ def _is_quantized(x) -> bool:
         (["--state-dtype", "8bit", "--quant-min-size", "-1"], ["--quant-min-size"]),
         (["--quant-block-size", "256"], ["--quant-block-size", "--state-dtype"]),
         (["--state-dtype", "float16", "--quant-min-size", "0"], ["--quant-min-size"]),
+        (["--quant-rounding", "stochastic"], ["--quant-rounding", "--state-dtype"]),
         (["--stochastic-rounding"], ["--stochastic-rounding", "--param-dtype"]),
         (
             ["--param-dtype", "float32", "--compensated-rounding"],

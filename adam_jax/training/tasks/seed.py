@@ -29,6 +29,7 @@ LOW_MEMORY_SETTINGS = (
     "state_dtype",
     "quant_block_size",
     "quant_min_size",
+    "quant_rounding",
     "stochastic_rounding",
     "compensated_rounding",
 )
