@@ -31,8 +31,10 @@ task's optimizer and learning rate, data and seed):
 
 - ``float32``: float32 Adam; :math:`Q` is applied once, to its state of the previous step
   (the bias of one rounding);
-- ``8-bit state``: 8-bit Adam (``BlockQuantization()``); a float32 copy of the moments is fed
-  the same gradients (the bias accumulated along the run). The params follow the 8-bit steps.
+- ``8-bit state``: 8-bit Adam (``BlockQuantization(rounding=...)`` of ``--moment-rounding``:
+  ``nearest`` by default, bitsandbytes' rounding, whose drift the probe measures); a float32
+  copy of the moments is fed the same gradients (the bias accumulated along the run). The
+  params follow the 8-bit steps.
 
 The probe does not change either run: the params get the optimizer's own updates. Sums are
 taken over every step of a chunk and reported per chunk, per leaf and over the quantized
@@ -251,10 +253,11 @@ def make_problem(task_name: str, settings: Settings, seed: int):
     return problem, task.defaults
 
 
-def run(task_name: str, trajectory: str, steps: int, seed: int) -> dict:
-    """One probed run of ``task_name``: per chunk, the held-out metric and the ratios."""
+def run(task_name: str, trajectory: str, steps: int, seed: int, rounding: str = "nearest") -> dict:
+    """One probed run of ``task_name``: per chunk, the held-out metric and the ratios
+    (``rounding``: the 8-bit trajectory's moment rounding)."""
     settings = SETTINGS[task_name]
-    quantization = adam_jax.BlockQuantization()
+    quantization = adam_jax.BlockQuantization(rounding=rounding, seed=seed)
     problem, defaults = make_problem(task_name, settings, seed)
     lr = defaults["lr"]
     if settings.warmup:
@@ -322,6 +325,12 @@ def parse_args(argv=None):
     parser.add_argument("--trajectories", nargs="+", choices=TRAJECTORIES, default=TRAJECTORIES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="default: each task's SETTINGS")
+    parser.add_argument(
+        "--moment-rounding",
+        choices=("nearest", "stochastic"),
+        default="nearest",
+        help="the 8-bit trajectory's rounding (nearest: where the stored moments drift)",
+    )
     parser.add_argument("--out", default="docs", help="writes bench/lowmem_probe.json")
     return parser.parse_args(argv)
 
@@ -329,11 +338,13 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result: dict = {"machine": common.machine(), "seed": args.seed, "tasks": {}}
+    result["moment_rounding"] = args.moment_rounding
     load_start = os.getloadavg()
     for task_name in args.tasks:
         steps = args.steps or SETTINGS[task_name].steps
         result["tasks"][task_name] = {
-            name: run(task_name, name, steps, args.seed) for name in args.trajectories
+            name: run(task_name, name, steps, args.seed, args.moment_rounding)
+            for name in args.trajectories
         }
     result["machine"]["loadavg_start"] = load_start
     result["machine"]["loadavg_end"] = os.getloadavg()

@@ -104,7 +104,7 @@ def test_a_run_is_the_factory_stepped_directly_bit_for_bit(tmp_path):
     problem = make_problem(settings(argv))
     opt = adam_jax.adamw(
         1e-3,
-        quantized_state=adam_jax.BlockQuantization(block_size=128),
+        quantized_state=adam_jax.BlockQuantization(block_size=128, seed=MOMENT_SEED),
         param_rounding="stochastic",
         rounding_seed=2**31,
     )
