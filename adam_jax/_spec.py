@@ -115,7 +115,7 @@ class AdamSpec:
         return dataclasses.replace(self, **changes)
 
     def _check_low_memory(self) -> None:
-        """``quantized_state``, ``param_rounding`` and ``rounding_seed`` (issue 18)."""
+        """``quantized_state``, ``param_rounding`` and ``rounding_seed``."""
         if self.quantized_state is not None:
             if not isinstance(self.quantized_state, BlockQuantization):
                 raise TypeError(

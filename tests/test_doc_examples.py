@@ -15,8 +15,6 @@ PAGES = ("recipes.md", "migrating.md")
 PAGES_WITH_SETUP = {"recipes.md"}  # the first block defines what the others use
 
 
-# Blocks that need the convention's defaults (eps, adamw's weight_decay), which the lead is
-# adding to adam_jax for issue 22: strict, so they fail once that lands; then remove them.
 def blocks(page: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", (DOCS / page).read_text(), re.S | re.M)
 

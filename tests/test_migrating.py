@@ -32,9 +32,6 @@ TARGET = np.array([0.3, 0.1, -0.2, 1.0], np.float32)
 # Gradients of 1e-6 on two coordinates, where epsilon (1e-8 or 1e-7) changes the step.
 SCALE = np.array([1.0, 0.5, 1e-6, 2e-6], np.float32)
 
-# Rows whose adam_jax side needs the convention's defaults (eps, adamw's weight_decay), which
-# the lead is adding for issue 22. Strict: they fail once that lands; then remove this set.
-
 
 def resolve(dotted: str):
     """``torch.optim.Adam`` -> the object; classes give their ``__init__``'s signature."""

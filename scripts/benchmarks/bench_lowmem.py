@@ -32,7 +32,7 @@ from adam_jax._quantize import QuantizedArray, code_map
 from adam_jax.training.tasks import lm
 from scripts.benchmarks import common
 
-ACCEPTANCE = {"adam": 2.1, "amsgrad": 3.1}  # issue 18: 8-bit state bytes per param, at most
+ACCEPTANCE = {"adam": 2.1, "amsgrad": 3.1}  # the 8-bit state's bytes per param, at most
 LR = 1e-3
 
 

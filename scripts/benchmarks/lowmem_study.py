@@ -63,7 +63,7 @@ CONFIGS = {
     "bf16 + compensated": Storage("bfloat16", rounding="compensated"),
     "8-bit + bf16 + compensated": Storage("bfloat16", quantized=True, rounding="compensated"),
 }
-# The comparisons of the acceptance (issue 18): configuration -> the reference it must match.
+# The comparisons of the targets: configuration -> the reference it must match.
 COMPARED_WITH = {
     "8-bit state": "float32",
     "bf16 + stochastic": "float32",

@@ -1,4 +1,4 @@
-"""scripts/train.py under hostile input, races and faults (issue 12): one line, no lost run."""
+"""scripts/train.py under hostile input, races and faults: one line, no lost run."""
 
 import json
 import os
@@ -277,7 +277,7 @@ def progress(proc, timeout: float, *, until_step: int | None = None) -> tuple[li
 
 
 def test_ctrl_c_on_lm_answers_within_3_s_and_resumes_bitwise(tmp_path):
-    """Issue 21: a Ctrl-C during a long --task lm run has the checkpoint, the summary and
+    """A Ctrl-C during a long --task lm run has the checkpoint, the summary and
     loss.png written within 3 s after the step in flight; the checkpoint resumes bit for bit
     as the run never stopped."""
     total = 12

@@ -1,5 +1,5 @@
 """train.py's low-memory flags: --state-dtype, --quant-block-size, --quant-min-size,
---stochastic-rounding, --compensated-rounding (issue 18, docs/memory.md).
+--quant-rounding, --stochastic-rounding, --compensated-rounding (docs/memory.md).
 
 The reference is adam_jax's factories called directly with the arguments the flags stand
 for (themselves tested against a float64 NumPy model and bitsandbytes in
@@ -164,7 +164,7 @@ def test_a_config_json_without_the_new_keys_resumes_with_their_defaults(tmp_path
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_each_task_takes_the_flags_and_the_state_shrinks(task):
     """AdamW with 8-bit moments and bfloat16 params on each task's model, its state measured
-    from its arrays: on the lm task at most issue 18's 2.1 B/param (float32 moments: 8);
+    from its arrays: on the lm task at most the 2.1 B/param asked (float32 moments: 8);
     digits and the seed have more of their params in small leaves kept in float32."""
     argv = ["--task", task, "--optimizer", "adamw", "--state-dtype", "8bit"]
     argv += ["--param-dtype", "bfloat16", "--stochastic-rounding"]
