@@ -253,11 +253,16 @@ def make_problem(task_name: str, settings: Settings, seed: int):
     return problem, task.defaults
 
 
-def run(task_name: str, trajectory: str, steps: int, seed: int, rounding: str = "nearest") -> dict:
+def run(
+    task_name: str,
+    trajectory: str,
+    steps: int,
+    seed: int,
+    quantization: adam_jax.BlockQuantization,
+) -> dict:
     """One probed run of ``task_name``: per chunk, the held-out metric and the ratios
-    (``rounding``: the 8-bit trajectory's moment rounding)."""
+    (``quantization``: the 8-bit trajectory's)."""
     settings = SETTINGS[task_name]
-    quantization = adam_jax.BlockQuantization(rounding=rounding, seed=seed)
     problem, defaults = make_problem(task_name, settings, seed)
     lr = defaults["lr"]
     if settings.warmup:
@@ -331,6 +336,12 @@ def parse_args(argv=None):
         default="nearest",
         help="the 8-bit trajectory's rounding (nearest: where the stored moments drift)",
     )
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=adam_jax.BlockQuantization().min_size,
+        help="the 8-bit trajectory's smallest quantized leaf",
+    )
     parser.add_argument("--out", default="docs", help="writes bench/lowmem_probe.json")
     return parser.parse_args(argv)
 
@@ -339,12 +350,15 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     result: dict = {"machine": common.machine(), "seed": args.seed, "tasks": {}}
     result["moment_rounding"] = args.moment_rounding
+    result["min_size"] = args.min_size
+    quantization = adam_jax.BlockQuantization(
+        min_size=args.min_size, rounding=args.moment_rounding, seed=args.seed
+    )
     load_start = os.getloadavg()
     for task_name in args.tasks:
         steps = args.steps or SETTINGS[task_name].steps
         result["tasks"][task_name] = {
-            name: run(task_name, name, steps, args.seed, args.moment_rounding)
-            for name in args.trajectories
+            name: run(task_name, name, steps, args.seed, quantization) for name in args.trajectories
         }
     result["machine"]["loadavg_start"] = load_start
     result["machine"]["loadavg_end"] = os.getloadavg()
