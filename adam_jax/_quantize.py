@@ -121,7 +121,7 @@ class BlockQuantization:
         one chunk's, not the leaf's. The results do not depend on it (chunks are whole
         blocks); leaves that may be sharded are stepped whole (``adam_jax._chunked``).
       rounding: how new moments get their codes. ``"stochastic"``: one of the two codes
-        around the value, at random, exact on average (:func:`quantize`'s
+        around the value, at random, exact on average (``adam_jax._quantize.quantize``'s
         ``random_bits``), and a positive second moment never stored as 0 (its step would
         be ``m / eps``). ``"nearest"``: the nearest code, as bitsandbytes does; it loses
         every change of a moment smaller than half a code's gap (a step moves ``v`` by
@@ -132,7 +132,7 @@ class BlockQuantization:
       seed: the random bits' seed for ``"stochastic"``, an int in [0, 2**32). Each step
         and leaf (in the tree's leaf order) takes the key
         ``fold_in(fold_in(jax.random.key(seed), count), leaf)``, split in three for m, v and
-        AMSGrad's maximum; an element's bits are :func:`position_bits` of its flat position
+        AMSGrad's maximum; an element's bits are ``_quantize.position_bits`` of its flat position
         under that moment's key. A resumed run draws the same bits, and the results do not
         depend on ``chunk_size`` or the params' sharding.
 
