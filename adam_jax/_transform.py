@@ -132,8 +132,9 @@ def scale_by_adam(
       quantized_state: an ``adam_jax.BlockQuantization`` to keep :math:`m`,
         :math:`v` and the AMSGrad maximum of every large real leaf as 8-bit codes
         with a float32 scale per block (Dettmers et al.): each step dequantizes them,
-        runs the equations above in float32 and quantizes the new moments; the step
-        itself is computed before requantizing. None (default) keeps floats.
+        runs the equations above in float32 and quantizes the new moments (rounded
+        stochastically by default: its ``rounding``); the step itself is computed
+        before requantizing. None (default) keeps floats.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a ``ScaleByAdamState``
@@ -433,11 +434,9 @@ def scale_by_moments(
             def chunk_step(chunk, positions):
                 if keys is None:
                     return leaf(*chunk, leaf_constants)
-                at = positions()
-                bits = [
-                    _quantize.position_bits(k, at) for k in keys[: 2 + (stored_max is not None)]
-                ]
-                return leaf(*chunk, leaf_constants, (*bits, None)[:3])
+                at = positions()  # without AMSGrad, XLA drops the maximum's unused bits
+                bits = tuple(_quantize.position_bits(k, at) for k in keys)
+                return leaf(*chunk, leaf_constants, bits)
 
             return _chunked.in_chunks(
                 chunk_step,
