@@ -48,8 +48,7 @@ Stochastic rounding (``random_bits`` given; Gupta et al., 2015) replaces step 4'
 nearest code by one of the two codes around ``y``, chosen so that the code's value is
 ``y`` on average:
 
-4'. With ``q`` the nearest code of step 4, the lower neighbour is ``l = q - 1`` where
-    ``c_q > y`` (``l = q`` otherwise, and ``l = 0`` below ``c_0``). With the float32
+4'. With ``l`` the last code at or below ``y`` (``l = 0`` below ``c_0``), the float32
     fraction ``f = (y - c_l) * w_l``, ``w_l`` the reciprocal of the gap ``c_{l+1} - c_l``
     (both rounded to float32; ``w_255 = 1``), and the element's 32 random bits ``r``,
     the code is ``l + 1`` when ``(r >> 8) * 2**-24 < f`` and ``l`` otherwise: ``l + 1``
@@ -415,20 +414,37 @@ def _inverse_gaps(signed: bool) -> np.ndarray:
     return (np.float32(1) / gaps).astype(np.float32)
 
 
-def _round_stochastically(
-    normalized: jax.Array, nearest: jax.Array, random_bits: jax.Array, signed: bool
-) -> jax.Array:
-    """Rule 4' of the module docstring: the code below or above ``normalized``, at random."""
+@functools.cache
+def _stochastic_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """For each 16-bit float32 prefix, the last code at or below the prefix's smallest value
+    (0 below ``c_0`` and for infinities and NaNs); and each code's successor (+inf after the
+    last). No prefix spans more than one code (checked), so the code below ``y`` is
+    ``first + (successor[first] <= y)``: two table reads instead of a search."""
     code = _dynamic_map(signed)
-    normalized = _flush_subnormals(normalized)  # on every backend, as in rule 1
-    nearest = nearest.astype(jnp.int32)
-    above_value = _look_up(code, nearest) > normalized
-    lower = jnp.maximum(nearest - above_value.astype(jnp.int32), 0)
-    fraction = (normalized - _look_up(code, lower)) * _look_up(_inverse_gaps(signed), lower)
+    prefixes = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
+    negative = prefixes >> np.uint32(31) == 1
+    smallest = np.where(negative, prefixes | np.uint32(0xFFFF), prefixes).view(np.float32)
+    largest = np.where(negative, prefixes, prefixes | np.uint32(0xFFFF)).view(np.float32)
+    finite = np.isfinite(smallest) & np.isfinite(largest)
+    first, last = (np.searchsorted(code, x[finite], side="right") - 1 for x in (smallest, largest))
+    assert np.all(last - first <= 1), "a 16-bit prefix spans two codes"
+    first_lower = np.zeros(prefixes.shape, np.uint8)
+    first_lower[finite] = np.maximum(first, 0)
+    return first_lower, np.append(code[1:], np.float32(np.inf))
+
+
+def _round_stochastically(normalized: jax.Array, random_bits: jax.Array, signed: bool) -> jax.Array:
+    """Rule 4' of the module docstring: the code below or above ``normalized``, at random."""
+    first_lower, successor = _stochastic_tables(signed)
+    y = _flush_subnormals(normalized)  # on every backend, as in rule 1
+    prefix = lax.shift_right_logical(lax.bitcast_convert_type(y, jnp.uint32), jnp.uint32(16))
+    first = _look_up(first_lower, prefix.astype(jnp.int32)).astype(jnp.int32)
+    lower = first + (_look_up(successor, first) <= y).astype(jnp.int32)
+    fraction = (y - _look_up(_dynamic_map(signed), lower)) * _look_up(_inverse_gaps(signed), lower)
     uniform = lax.shift_right_logical(random_bits, jnp.uint32(8)).astype(jnp.float32)
     codes = lower + (uniform * jnp.float32(2.0**-24) < fraction).astype(jnp.int32)
     if not signed:  # a positive second moment stored as 0 would step m / eps
-        codes = jnp.where((codes == 0) & (normalized > 0), 1, codes)
+        codes = jnp.where((codes == 0) & (y > 0), 1, codes)
     return codes.astype(jnp.uint8)
 
 
@@ -454,16 +470,17 @@ def _quantize(
     # broadcast, XLA's CPU backend multiplies by a rounded reciprocal instead, which is
     # not x / N (and is 0 for N > 2**126).
     normalized = blocks / (divisors + 0 * blocks)
-    prefix = lax.shift_right_logical(
-        lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
-    )
-    first = _look_up(first_code, prefix.astype(jnp.int32))
-    above = _look_up(thresholds, first.astype(jnp.int32)) < normalized
-    nearest = first + above.astype(jnp.uint8)
-    if random_bits is not None:
+    if random_bits is None:
+        prefix = lax.shift_right_logical(
+            lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
+        )
+        first = _look_up(first_code, prefix.astype(jnp.int32))
+        above = _look_up(thresholds, first.astype(jnp.int32)) < normalized
+        blocked_codes = first + above.astype(jnp.uint8)
+    else:
         bits = _to_blocks(random_bits.reshape(x.shape or (1,)), block_size)
-        nearest = _round_stochastically(normalized, nearest, bits, signed)
-    codes = _from_blocks(nearest, x.shape or (1,), block_size)
+        blocked_codes = _round_stochastically(normalized, bits, signed)
+    codes = _from_blocks(blocked_codes, x.shape or (1,), block_size)
     return QuantizedArray(codes.reshape(x.shape), scales.reshape(scales_shape(x.shape, block_size)))
 
 
