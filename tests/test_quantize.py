@@ -124,15 +124,26 @@ def _boundary_values(signed) -> np.ndarray:
     return values[np.isfinite(values) & (values >= low) & (values <= 1.0)]
 
 
+def _boundary_blocks(signed, block=32) -> np.ndarray:
+    """``_boundary_values`` in rows of one block, each led by 1.0: every block's absmax is 1,
+    so x / N = x exactly."""
+    values = _boundary_values(signed)
+    body = np.zeros((-(-len(values) // (block - 1)), block - 1), np.float32)
+    body.reshape(-1)[: len(values)] = values
+    return np.concatenate([np.ones((len(body), 1), np.float32), body], axis=1)
+
+
+def test_boundary_blocks_hold_every_boundary_value():
+    for signed in SIGNS:
+        values = _boundary_values(signed)
+        x = _boundary_blocks(signed)
+        assert np.all(x[:, 0] == 1)
+        np.testing.assert_array_equal(x[:, 1:].ravel()[: len(values)], values)
+
+
 @pytest.mark.parametrize("signed", SIGNS)
 def test_every_boundary_value_gets_the_nearest_code(signed):
-    values = _boundary_values(signed)
-    block = 32
-    rows = -(-len(values) // (block - 1))
-    x = np.zeros((rows, block), np.float32)
-    x[:, 0] = 1.0  # each block's absmax is 1, so x / N = x exactly
-    x[:, 1:].reshape(-1)[: len(values)] = values
-    _assert_matches_reference(x, signed=signed, block_size=block)
+    _assert_matches_reference(_boundary_blocks(signed), signed=signed, block_size=32)
 
 
 # -- random blocks, bit for bit -------------------------------------------------------------------
@@ -219,29 +230,34 @@ def _random_bits(shape, seed=0) -> np.ndarray:
 @pytest.mark.parametrize("signed", SIGNS)
 @pytest.mark.parametrize("bits", ["random", "all zeros", "all ones"])
 def test_stochastic_rounding_at_every_boundary_matches_the_reference(signed, bits):
-    """Bits of all zeros take the code below unless the value is a code (or, unsigned, a
-    positive value below the first nonzero code); all ones the code above unless it is one."""
-    values = _boundary_values(signed)
+    """Bits of all zeros draw 0, below every fraction: each value not on a code takes the code
+    above it. All ones draw 1 - 2**-24: each value takes the code below it (the code 1 for a
+    positive value under the unsigned map's first nonzero code), and the code above only where
+    the value is within 2**-23 of a gap below it."""
     block = 32
-    rows = -(-len(values) // (block - 1))
-    x = np.zeros((rows, block), np.float32)
-    x[:, 0] = 1.0
-    x[:, 1:].reshape(-1)[: len(values)] = values
+    x = _boundary_blocks(signed, block)
     random_bits = {
         "random": _random_bits(x.shape),
         "all zeros": np.zeros(x.shape, np.uint32),
         "all ones": np.full(x.shape, 2**32 - 1, np.uint32),
     }[bits]
-    q, got = _assert_matches_reference(x, signed=signed, block_size=block, random_bits=random_bits)
-    code = code_map(signed)
-    below = code[np.clip(np.searchsorted(code, x, side="right") - 1, 0, 255)]
+    _, got = _assert_matches_reference(x, signed=signed, block_size=block, random_bits=random_bits)
+    code = code_map(signed).astype(np.float64)
+    y = np.where(np.abs(x) < np.finfo(np.float32).smallest_normal, 0.0, x).astype(np.float64)
+    lower = np.clip(np.searchsorted(code, y, side="right") - 1, 0, 255)
+    gap = np.append(np.diff(code), 1.0)[lower]
+    fraction = (y - code[lower]) / gap
     if bits == "all zeros":
-        floor = np.where((below == 0) & (x > 0) & (not signed), code[1], below)
-        np.testing.assert_array_equal(got, floor)
+        up = (fraction > 0) & (y >= code[0])
+        expected = code[np.where(up, lower + 1, lower)]
+        np.testing.assert_array_equal(got, np.float32(expected))
     elif bits == "all ones":
-        is_code = np.isin(x, code) | (x < code[0])
-        above = code[np.clip(np.searchsorted(code, x, side="right"), 0, 255)]
-        np.testing.assert_array_equal(got, np.where(is_code, below, above))
+        down = code[np.where((lower == 0) & (y > 0) & (not signed), 1, lower)]
+        up = fraction >= 1  # within float64 rounding of the next code (tiny negative values)
+        expected = np.where(up, code[np.minimum(lower + 1, 255)], down)
+        # Between, float32 rounding of the fraction decides (the reference check above).
+        decided = up | (fraction < 1 - 2.0**-23)
+        np.testing.assert_array_equal(got[decided], np.float32(expected[decided]))
 
 
 @pytest.mark.parametrize("signed", SIGNS)
