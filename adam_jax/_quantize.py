@@ -126,8 +126,8 @@ class BlockQuantization:
         every change of a moment smaller than half a code's gap (a step moves ``v`` by
         ``1 - b2`` of itself, 0.1%, against gaps of 0.7-7% of the value above a tenth of
         the block's maximum), so the stored second moments drift from the float32 ones.
-        Stochastic rounding costs a step about twice the time on CPU (hashing and two more
-        table reads per element).
+        Stochastic rounding costs a step 1.4-1.8 times the time on CPU (hashing and two
+        more table reads per element).
       seed: the random bits' seed for ``"stochastic"``, an int in [0, 2**32). Each step
         and leaf (in the tree's leaf order) takes the key
         ``fold_in(fold_in(jax.random.key(seed), count), leaf)``, split in three for m, v and
