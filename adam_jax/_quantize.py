@@ -129,9 +129,9 @@ class BlockQuantization:
         Stochastic rounding costs a step 1.4-1.8 times the time on CPU (hashing and two
         more table reads per element).
       seed: the random bits' seed for ``"stochastic"``, an int in [0, 2**32). Each step
-        and leaf (in the tree's leaf order) takes the key
-        ``fold_in(fold_in(jax.random.key(seed), count), leaf)``, split in three for m, v and
-        AMSGrad's maximum; an element's bits are ``_quantize.position_bits`` of its flat position
+        splits ``fold_in(jax.random.key(seed), count)`` into three keys per leaf (in the
+        tree's leaf order), for m, v and AMSGrad's maximum; an element's bits are
+        ``_quantize.position_bits`` of its flat position
         under that moment's key. A resumed run draws the same bits, and the results do not
         depend on ``chunk_size`` or the params' sharding.
 

@@ -426,10 +426,7 @@ def scale_by_moments(
             if not isinstance(stored_m, _quantize.QuantizedArray):
                 return leaf(g, stored_m, stored_v, stored_max, leaf_constants)
             assert quantization is not None
-            keys = None
-            if quantization.rounding == "stochastic":  # m's, v's and the maximum's; outside too
-                leaf_key = jax.random.fold_in(step_key, index)
-                keys = jax.random.key_data(jax.random.split(leaf_key, 3))
+            keys = None if leaf_keys is None else leaf_keys[index]  # m's, v's, the maximum's
 
             def chunk_step(chunk, positions):
                 if keys is None:
@@ -445,10 +442,12 @@ def scale_by_moments(
                 chunk_size=quantization.chunk_size,
             )
 
-        step_key = None
-        if quantization is not None and quantization.rounding == "stochastic":
-            step_key = jax.random.fold_in(jax.random.key(quantization.seed), count)
         grads, treedef = jax.tree.flatten(updates)
+        leaf_keys = None
+        if quantization is not None and quantization.rounding == "stochastic":
+            # One split for every leaf: a Threefry per leaf would multiply the compile time.
+            step_key = jax.random.fold_in(jax.random.key(quantization.seed), count)
+            leaf_keys = jax.random.key_data(jax.random.split(step_key, (len(grads), 3)))
         mus = _moments_like(treedef, state.mu)
         nus = _moments_like(treedef, state.nu)
         maxes = _moments_like(treedef, state.nu_max) if amsgrad else [None] * len(grads)

@@ -83,7 +83,7 @@ def test_one_step_matches_the_float64_model_of_the_paper(amsgrad, rounding):
     step, new_state = jax.jit(tx.update)(jnp.asarray(g), state)
     # float32 cancellation in b1 * m + (1 - b1) * g: absolute error ~1e-9 in m_t.
     np.testing.assert_allclose(step, expected_step, rtol=2e-6, atol=1e-7)
-    bits = _documented_bits(QUANTIZED.seed, t, 0, shape)
+    bits = _documented_bits(QUANTIZED.seed, t, 0, 1, shape)
     for stored, exact, code, signed, random_bits in (
         (new_state.mu, m_new, signed_code, True, bits[0]),
         (new_state.nu, v_new, unsigned_code, False, bits[1]),
@@ -308,12 +308,13 @@ def _lowbias32(x):
     return x ^ (x >> np.uint32(16))
 
 
-def _documented_bits(seed, count, leaf_index, shape):
+def _documented_bits(seed, count, leaf_index, leaves, shape):
     """The random bits BlockQuantization's docstring promises each element, for m and v: the key
-    ``fold_in(fold_in(key(seed), count), leaf_index)`` split in three (m, v, AMSGrad's maximum),
-    and ``lowbias32(lowbias32(position ^ k0) ^ k1)`` of the flat position under each part."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), count), leaf_index)
-    words = np.asarray(jax.random.key_data(jax.random.split(key, 3)))
+    ``fold_in(key(seed), count)`` split into (leaves, 3) keys, the leaf's three for m, v and
+    AMSGrad's maximum, and ``lowbias32(lowbias32(position ^ k0) ^ k1)`` of the flat position
+    under each."""
+    step_key = jax.random.fold_in(jax.random.key(seed), count)
+    words = np.asarray(jax.random.key_data(jax.random.split(step_key, (leaves, 3))))[leaf_index]
     positions = np.arange(np.prod(shape), dtype=np.uint32).reshape(shape)
     return [_lowbias32(_lowbias32(positions ^ k0) ^ k1) for k0, k1 in words[:2]]
 
@@ -343,7 +344,7 @@ def test_a_step_over_many_chunks_matches_the_model_bit_for_bit(rounding):
 
     for leaf_index, name in enumerate(sorted(params)):  # the tree's leaf order
         g = np.asarray(grads[name])
-        bits = _documented_bits(7, 7, leaf_index, g.shape)  # the state's count is 6
+        bits = _documented_bits(7, 7, leaf_index, len(params), g.shape)  # count 6 -> 7
         for moment, signed, decay, g_term, random_bits in (
             ("mu", True, decay1, g, bits[0]),
             ("nu", False, decay2, g * g, bits[1]),
