@@ -131,9 +131,9 @@ class BlockQuantization:
       seed: the random bits' seed for ``"stochastic"``, an int in [0, 2**32). Each step
         splits ``fold_in(jax.random.key(seed), count)`` into three keys per leaf (in the
         tree's leaf order), for m, v and AMSGrad's maximum; an element's bits are
-        ``_quantize.position_bits`` of its flat position
-        under that moment's key. A resumed run draws the same bits, and the results do not
-        depend on ``chunk_size`` or the params' sharding.
+        ``_quantize.position_bits`` of its flat position under that moment's key. A resumed
+        run draws the same bits, and the results do not depend on ``chunk_size`` or the
+        params' sharding.
 
     References:
       Dettmers et al, `8-bit Optimizers via Block-wise Quantization
@@ -356,6 +356,17 @@ def code_map(signed: bool) -> np.ndarray:
 
 
 @functools.cache
+def _prefix_ranges() -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and the largest float32 of each 16-bit prefix (sign, exponent, 7 fraction
+    bits), in prefix order."""
+    prefixes = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
+    negative = prefixes >> np.uint32(31) == 1
+    smallest = np.where(negative, prefixes | np.uint32(0xFFFF), prefixes).view(np.float32)
+    largest = np.where(negative, prefixes, prefixes | np.uint32(0xFFFF)).view(np.float32)
+    return smallest, largest
+
+
+@functools.cache
 def _lookup_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
     """Thresholds (with +inf appended) and the first code of each 16-bit float32 prefix.
 
@@ -371,9 +382,7 @@ def _lookup_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
     thresholds = midpoints.astype(np.float32)
     rounded_up = thresholds.astype(np.float64) > midpoints
     thresholds[rounded_up] = np.nextafter(thresholds[rounded_up], np.float32(-np.inf))
-    prefixes = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
-    negative = prefixes >> np.uint32(31) == 1
-    smallest = np.where(negative, prefixes | np.uint32(0xFFFF), prefixes).view(np.float32)
+    smallest, _ = _prefix_ranges()
     first_code = np.searchsorted(thresholds, smallest, side="left")
     first_code[~np.isfinite(smallest)] = 0
     return np.append(thresholds, np.float32(np.inf)), first_code.astype(np.uint8)
@@ -421,14 +430,11 @@ def _stochastic_tables(signed: bool) -> tuple[np.ndarray, np.ndarray]:
     last). No prefix spans more than one code (checked), so the code below ``y`` is
     ``first + (successor[first] <= y)``: two table reads instead of a search."""
     code = _dynamic_map(signed)
-    prefixes = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
-    negative = prefixes >> np.uint32(31) == 1
-    smallest = np.where(negative, prefixes | np.uint32(0xFFFF), prefixes).view(np.float32)
-    largest = np.where(negative, prefixes, prefixes | np.uint32(0xFFFF)).view(np.float32)
+    smallest, largest = _prefix_ranges()
     finite = np.isfinite(smallest) & np.isfinite(largest)
     first, last = (np.searchsorted(code, x[finite], side="right") - 1 for x in (smallest, largest))
     assert np.all(last - first <= 1), "a 16-bit prefix spans two codes"
-    first_lower = np.zeros(prefixes.shape, np.uint8)
+    first_lower = np.zeros(smallest.shape, np.uint8)
     first_lower[finite] = np.maximum(first, 0)
     return first_lower, np.append(code[1:], np.float32(np.inf))
 
@@ -456,7 +462,6 @@ def _flush_subnormals(x: jax.Array) -> jax.Array:
 def _quantize(
     x: jax.Array, signed: bool, block_size: int, random_bits: jax.Array | None = None
 ) -> QuantizedArray:
-    thresholds, first_code = _lookup_tables(signed)
     blocks = _to_blocks(x.astype(jnp.float32).reshape(x.shape or (1,)), block_size)
     blocks = _flush_subnormals(blocks)
     # NaN (and, unsigned, a negative value) enters the max as +inf: XLA's CPU max does not
@@ -471,6 +476,7 @@ def _quantize(
     # not x / N (and is 0 for N > 2**126).
     normalized = blocks / (divisors + 0 * blocks)
     if random_bits is None:
+        thresholds, first_code = _lookup_tables(signed)
         prefix = lax.shift_right_logical(
             lax.bitcast_convert_type(normalized, jnp.uint32), jnp.uint32(16)
         )

@@ -22,6 +22,7 @@ from adam_jax.training.tasks import TASKS, ConfigError, get_task
 RNG_SEED_MAX = 2**31 - 1  # seeds are int32 inside jit
 FLOAT_DTYPES = ("float64", "float32", "bfloat16", "float16")
 STATE_DTYPES = ("float32", "bfloat16", "float16", "8bit")  # --state-dtype: both moments' storage
+QUANT_ROUNDINGS = ("stochastic", "nearest")  # --quant-rounding: BlockQuantization's rounding
 SCHEDULES = ("constant", "cosine", "warmup-cosine")
 INITS = ("torch", "flax")
 # Settings a resumed run may change: they change what is written or how far the run goes,
@@ -242,7 +243,7 @@ CHECKS = {
     "state_dtype": _choice(STATE_DTYPES),
     "quant_block_size": _int,
     "quant_min_size": _int,
-    "quant_rounding": _choice(("nearest", "stochastic")),
+    "quant_rounding": _choice(QUANT_ROUNDINGS),
     "stochastic_rounding": _switch,
     "compensated_rounding": _switch,
     "loss_scale": _number(0, math.inf, low_open=True),

@@ -160,7 +160,7 @@ def build_parser() -> Parser:
     )
     prec.add_argument(
         "--quant-rounding",
-        choices=["nearest", "stochastic"],
+        choices=config.QUANT_ROUNDINGS,
         help="--state-dtype 8bit: how new moments take their codes; stochastic: exact on "
         f"average, keyed from --rng-seed ({block.rounding})",
     )

@@ -60,16 +60,6 @@ LOW_MEMORY = [
 ]
 
 
-NEW_SETTINGS = (
-    "state_dtype",
-    "quant_block_size",
-    "quant_min_size",
-    "quant_rounding",
-    "stochastic_rounding",
-    "compensated_rounding",
-)
-
-
 def settings(argv) -> config.RunConfig:
     given, _ = flags.parse([*argv, "--out", "never-written"])
     return config.resolve(given)
@@ -151,7 +141,7 @@ def test_resume_is_bitwise_with_8bit_state_and_stochastic_rounding(tmp_path):
 def test_a_config_json_without_the_new_keys_resumes_with_their_defaults(tmp_path):
     run = settings(["--task", "digits"])
     args = run.to_json()
-    for name in NEW_SETTINGS:
+    for name in config.ADDED:  # every setting added since the first config.json files
         del args[name]
     (tmp_path / "config.json").write_text(json.dumps({"args": args}))
     assert read_config(str(tmp_path / "config.json"))["args"] == args
